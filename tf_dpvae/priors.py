@@ -1,0 +1,260 @@
+"""Latent priors p(z): the standard normal and the decoupled (RealNVP) prior.
+
+Both are Keras layers with the same interface, so the model, the objectives and the
+metrics never branch on the prior's type:
+
+* ``log_prob(z)``: log p(z), summed over the latent axis;
+* ``sample(n, seed)``: z ~ p(z);
+* ``to_generation(z)`` = g(z) and ``to_representation(z0)`` = g⁻¹(z0)
+  (identity for the standard normal prior);
+* ``forward_and_log_det(z)``: (g(z), log|det ∂g/∂z|).
+
+The decoupled prior (paper Sec. 4.2) is ``log p_η(z) = log N(g_η(z); 0, I) +
+log|det ∂g_η/∂z|``, with g_η a chain of K affine coupling blocks (RealNVP, Dinh et al.
+2017). One block with binary mask b maps u to
+
+    y = b ⊙ u + (1 − b) ⊙ (u ⊙ exp(s(b ⊙ u)) + t(b ⊙ u)),
+    log|det ∂y/∂u| = Σ_l (1 − b_l) · s_l(b ⊙ u).
+
+(The paper's Eq. 22 writes b_l where (1 − b_l) belongs.) Each block is built from TFP:
+``Permute`` puts the b = 1 coordinates first, ``tfb.RealNVP(num_masked=Σ b)`` transforms
+the rest, and the inverse ``Permute`` restores the order. The s and t networks are Keras
+layers owned by this layer, so ``model.trainable_variables`` holds them (TFP's own
+``trainable_variables`` does not see Keras 3 variables).
+
+Example::
+
+    prior = DecoupledPrior(latent_dim=2)
+    z = prior.sample(16, seed=0)          # z = g⁻¹(z0), z0 ~ N(0, I)
+    log_p = prior.log_prob(z)             # includes the flow's log-determinant
+"""
+
+import numpy as np
+import tensorflow as tf
+import keras
+import tensorflow_probability as tfp
+
+from tf_dpvae import gaussian
+
+tfb = tfp.bijectors
+
+MASK_KINDS = ("alternate", "checkerboard")
+
+
+def coupling_masks(latent_dim, num_blocks, kind="alternate"):
+    """Binary masks b_k (1 = passed through unchanged, conditions the others).
+
+    ``alternate``: first half of the coordinates, then the second half, and so on
+    (for L = 2: [1, 0], [0, 1], ...), as in the paper's Fig. 9. ``checkerboard``: even
+    coordinates, then odd ones. ``kind`` may also be a comma-separated list of 0/1
+    strings, one per block (e.g. ``"10,01"``), cycled over the K blocks.
+
+    Raises ValueError when a mask leaves one side empty (L < 2, or an explicit mask of
+    all ones or all zeros) or does not have L entries.
+    """
+    if latent_dim < 2:
+        raise ValueError(
+            f"--latent_dim={latent_dim}: the coupling masks of the decoupled prior need "
+            "at least 2 latent dimensions to split (use --prior=normal for a 1-D latent)")
+    if kind == "alternate":
+        first = np.arange(latent_dim) < latent_dim // 2
+        base = [first, ~first]
+    elif kind == "checkerboard":
+        even = np.arange(latent_dim) % 2 == 0
+        base = [even, ~even]
+    else:
+        base = []
+        for text in str(kind).split(","):
+            text = text.strip()
+            if len(text) != latent_dim or set(text) - {"0", "1"}:
+                raise ValueError(
+                    f"--flow_masks: mask {text!r} expected {latent_dim} characters of 0/1, or one "
+                    f"of {MASK_KINDS}")
+            base.append(np.array([c == "1" for c in text]))
+    masks = [base[k % len(base)].astype(np.float32) for k in range(num_blocks)]
+    for mask in masks:
+        if mask.sum() == 0 or mask.sum() == latent_dim:
+            raise ValueError(
+                f"--flow_masks: mask {mask.astype(int).tolist()} leaves nothing to transform or "
+                "nothing to condition on")
+    return masks
+
+
+class StandardNormalPrior(keras.layers.Layer):
+    """p(z) = N(0, I). Generation and representation spaces coincide (g = identity)."""
+
+    is_decoupled = False
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+
+    def forward_and_log_det(self, z):
+        z = tf.convert_to_tensor(z)
+        return z, tf.zeros(tf.shape(z)[:-1], z.dtype)
+
+    def to_generation(self, z):
+        return tf.convert_to_tensor(z)
+
+    def to_representation(self, z0):
+        return tf.convert_to_tensor(z0)
+
+    def log_prob(self, z):
+        """log N(z; 0, I) summed over the latent axis."""
+        return tf.reduce_sum(gaussian.log_standard_normal(z), axis=-1)
+
+    def sample(self, num_samples, seed=None):
+        """z ~ N(0, I); ``seed`` (int) makes it reproducible."""
+        return self.to_representation(_standard_normal([num_samples, self.latent_dim], seed))
+
+    def call(self, z):
+        return self.to_generation(z)
+
+
+class CouplingNet(keras.layers.Layer):
+    """Separate MLPs for the shift t and log-scale s of one coupling block.
+
+    Each is ``in → hidden → … → out`` with LeakyReLU between layers; the log-scale ends
+    in tanh (bounded, as in the official code), the shift optionally too
+    (``bound_shift``). The output layers start at zero, so every block starts as the
+    identity and the decoupled prior starts as N(0, I).
+    """
+
+    def __init__(self, num_outputs, hidden_units=64, num_hidden_layers=2,
+                 bound_shift=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_outputs = num_outputs
+        self.bound_shift = bound_shift
+
+        def mlp(name):
+            layers = [keras.layers.Dense(hidden_units, activation="leaky_relu",
+                                         name=f"{name}_hidden{i}")
+                      for i in range(num_hidden_layers)]
+            layers.append(keras.layers.Dense(num_outputs, kernel_initializer="zeros",
+                                             name=f"{name}_out"))
+            return layers
+
+        self.shift_layers = mlp("shift")
+        self.log_scale_layers = mlp("log_scale")
+
+    def build(self, input_shape):
+        for stack in (self.shift_layers, self.log_scale_layers):
+            shape = tuple(input_shape)
+            for layer in stack:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+        super().build(input_shape)
+
+    def call(self, u_masked):
+        shift, log_scale = u_masked, u_masked
+        for layer in self.shift_layers:
+            shift = layer(shift)
+        for layer in self.log_scale_layers:
+            log_scale = layer(log_scale)
+        if self.bound_shift:
+            shift = tf.tanh(shift)
+        return shift, tf.tanh(log_scale)
+
+
+class DecoupledPrior(keras.layers.Layer):
+    """Decoupled prior p_η(z): z0 = g_η(z) ~ N(0, I), g_η a RealNVP coupling chain.
+
+    ``log p_η(z) = log N(g_η(z); 0, I) + log|det ∂g_η/∂z|`` (paper Eq. 2).
+    Blocks are applied in order 1..K from the representation z to the generation z0.
+
+    Args:
+      latent_dim: L (≥ 2).
+      num_blocks: K coupling blocks (paper: 6).
+      hidden_units, num_hidden_layers: the s and t MLPs (paper: 64, 2).
+      masks: ``"alternate"``, ``"checkerboard"`` or explicit 0/1 strings; see
+        :func:`coupling_masks`.
+      bound_shift: also pass t through tanh (the official code does).
+    """
+
+    is_decoupled = True
+
+    def __init__(self, latent_dim, num_blocks=6, hidden_units=64, num_hidden_layers=2,
+                 masks="alternate", bound_shift=False, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.masks = coupling_masks(self.latent_dim, num_blocks, masks)
+        self.nets = []
+        blocks = []
+        for k, mask in enumerate(self.masks):
+            conditioning = np.flatnonzero(mask)
+            transformed = np.flatnonzero(1.0 - mask)
+            net = CouplingNet(len(transformed), hidden_units, num_hidden_layers,
+                              bound_shift, name=f"coupling_{k}")
+            self.nets.append(net)
+            order = np.concatenate([conditioning, transformed]).astype(np.int32)
+            real_nvp = tfb.RealNVP(
+                num_masked=len(conditioning),
+                # TFP passes the output width positionally; the Keras layer must not
+                # receive it (Keras 3 rejects non-tensor positional arguments).
+                shift_and_log_scale_fn=lambda u, _width, net=net: net(u),
+                name=f"real_nvp_{k}")
+            # Chain applies right to left: permute, couple, undo the permutation.
+            blocks.append(tfb.Chain([tfb.Permute(np.argsort(order).astype(np.int32)),
+                                     real_nvp, tfb.Permute(order)], name=f"block_{k}"))
+        # Chain applies its list last-first: block 0 acts on z first.
+        self.bijector = tfb.Chain(list(reversed(blocks)), name="g")
+
+    def build(self, input_shape=None):
+        for net, mask in zip(self.nets, self.masks):
+            net.build((None, int(mask.sum())))
+        super().build(input_shape)
+
+    def forward_and_log_det(self, z):
+        """(g(z), log|det ∂g/∂z|) for z of shape [..., L]."""
+        z = _fresh(z)
+        z0 = self.bijector.forward(z)
+        log_det = self.bijector.forward_log_det_jacobian(z, event_ndims=1)
+        return z0, log_det
+
+    def to_generation(self, z):
+        """g(z): representation space → generation space."""
+        return self.bijector.forward(_fresh(z))
+
+    def to_representation(self, z0):
+        """g⁻¹(z0): generation space → representation space."""
+        return self.bijector.inverse(_fresh(z0))
+
+    def log_prob(self, z):
+        """log p_η(z) = log N(g(z); 0, I) + log|det ∂g/∂z|, shape z.shape[:-1]."""
+        z0, log_det = self.forward_and_log_det(z)
+        return tf.reduce_sum(gaussian.log_standard_normal(z0), axis=-1) + log_det
+
+    def sample(self, num_samples, seed=None):
+        """z = g⁻¹(z0), z0 ~ N(0, I); ``seed`` (int) makes it reproducible."""
+        return self.to_representation(_standard_normal([num_samples, self.latent_dim], seed))
+
+    def call(self, z):
+        return self.to_generation(z)
+
+
+def make_prior(kind, latent_dim, **flow_kwargs):
+    """``kind`` is ``"normal"`` or ``"decoupled"``; flow kwargs go to DecoupledPrior."""
+    if kind == "normal":
+        return StandardNormalPrior(latent_dim, name="prior")
+    if kind == "decoupled":
+        prior = DecoupledPrior(latent_dim, name="prior", **flow_kwargs)
+        prior.build()
+        return prior
+    raise ValueError(f"--prior={kind!r}: expected 'normal' or 'decoupled'")
+
+
+def _standard_normal(shape, seed):
+    if seed is None:
+        return tf.random.normal(shape)
+    return tf.random.stateless_normal(shape, seed=[int(seed), 0])
+
+
+def _fresh(x):
+    """A new tensor object for ``x``.
+
+    TFP caches bijector results keyed on the identity of the input tensor. In eager
+    mode that would hand back results computed before a weight update, or an inverse
+    that was never computed (g⁻¹(g(z)) returned from the cache); a fresh tensor per
+    call makes every evaluation real. In a ``tf.function`` it is a no-op identity.
+    """
+    return tf.identity(tf.convert_to_tensor(x, dtype_hint=tf.float32))
