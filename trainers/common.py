@@ -13,6 +13,7 @@ from tf_dpvae.training import STRATEGIES, TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFAULTS = ModelConfig()
+PROGRESS = {"bar": 1, "epoch": 2, "none": 0}  # Keras `verbose` values
 
 
 def define_model_flags():
@@ -95,6 +96,8 @@ def define_train_flags():
     flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices "
                          "(to try --strategy=mirrored without GPUs).", lower_bound=0)
     flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
+    flags.DEFINE_enum("progress", "bar", list(PROGRESS), "Console progress: a live bar, "
+                      "one line per epoch (for logs), or none.")
 
 
 def model_config_from_flags():
@@ -127,7 +130,7 @@ def train_config_from_flags():
         sample_every=FLAGS.sample_every, steps_per_epoch=FLAGS.steps_per_epoch,
         validation_steps=FLAGS.validation_steps, strategy=FLAGS.strategy,
         data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
-        max_checkpoints=FLAGS.max_checkpoints)
+        max_checkpoints=FLAGS.max_checkpoints, verbose=PROGRESS[FLAGS.progress])
 
 
 def exit_on_user_error(fn, *args, prog="tf_dpvae"):
