@@ -86,7 +86,9 @@ class BetaVAEB:
     """β-VAE with controlled capacity (Burgess et al. 2018).
 
     loss = −E log p(x|z) + γ · |KL − C(t)|, C(t) = min(C_max, C_max · t / C_stop),
-    t the optimizer step.
+    t the optimizer step. As in Burgess et al.'s formulation (and common ports of it),
+    the capacity constraint acts on the batch-mean KL, |mean_b KL_b − C|, not on
+    each example's KL.
     """
 
     gamma: float = 15.0
@@ -94,14 +96,14 @@ class BetaVAEB:
     capacity_stop_steps: int = 100_000
     name = "beta_b"
 
-    def capacity(self, step):
-        step = tf.cast(step, tf.float32)
+    def capacity(self, step, dtype=tf.float32):
+        step = tf.cast(step, dtype)
         return tf.minimum(self.capacity_max,
                           self.capacity_max * step / float(self.capacity_stop_steps))
 
     def __call__(self, batch):
         terms = _base_terms(batch)
-        capacity = self.capacity(batch.step)
+        capacity = self.capacity(batch.step, batch.kl.dtype)
         terms["capacity"] = capacity
         terms["loss"] = terms["reconstruction"] + self.gamma * tf.abs(terms["kl"] - capacity)
         return terms

@@ -105,7 +105,8 @@ class StandardNormalPrior(keras.layers.Layer):
 
     def sample(self, num_samples, seed=None):
         """z ~ N(0, I); ``seed`` (int) makes it reproducible."""
-        return self.to_representation(_standard_normal([num_samples, self.latent_dim], seed))
+        return self.to_representation(
+            _standard_normal([num_samples, self.latent_dim], seed, self.compute_dtype))
 
     def call(self, z):
         return self.to_generation(z)
@@ -226,7 +227,8 @@ class DecoupledPrior(keras.layers.Layer):
 
     def sample(self, num_samples, seed=None):
         """z = g⁻¹(z0), z0 ~ N(0, I); ``seed`` (int) makes it reproducible."""
-        return self.to_representation(_standard_normal([num_samples, self.latent_dim], seed))
+        return self.to_representation(
+            _standard_normal([num_samples, self.latent_dim], seed, self.compute_dtype))
 
     def call(self, z):
         return self.to_generation(z)
@@ -243,10 +245,10 @@ def make_prior(kind, latent_dim, **flow_kwargs):
     raise ValueError(f"--prior={kind!r}: expected 'normal' or 'decoupled'")
 
 
-def _standard_normal(shape, seed):
+def _standard_normal(shape, seed, dtype):
     if seed is None:
-        return tf.random.normal(shape)
-    return tf.random.stateless_normal(shape, seed=[int(seed), 0])
+        return tf.random.normal(shape, dtype=dtype)
+    return tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=dtype)
 
 
 def _fresh(x):

@@ -1,0 +1,273 @@
+"""Tests of tf_dpvae.priors against independent answers (numpy, scipy, autodiff)."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import tensorflow as tf
+
+from tf_dpvae import priors
+from tf_dpvae.config import ModelConfig
+
+
+def randomize(prior, seed):
+    """Random non-trivial weights for every flow variable, so g is not the identity."""
+    rng = np.random.default_rng(seed)
+    for v in prior.trainable_variables:
+        v.assign(rng.normal(0.0, 0.2, v.shape).astype(v.dtype))
+
+
+def random_flow(latent_dim, seed, **kwargs):
+    prior = priors.DecoupledPrior(latent_dim, **kwargs)
+    prior.build()
+    randomize(prior, seed)
+    return prior
+
+
+def autodiff_log_det(prior, z_np):
+    """(g(z), log|det ∂g/∂z|) from the autodiff Jacobian and numpy's slogdet.
+
+    Rows of g act on rows of z independently, so row j of every example's Jacobian is
+    the gradient of Σ_b g(z)[b, j] (as batch_jacobian, without its slow pfor tracing).
+    """
+    z = tf.constant(z_np)
+    rows = []
+    for j in range(z_np.shape[-1]):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            y = prior.to_generation(z)
+            out = tf.reduce_sum(y[:, j])
+        rows.append(tape.gradient(out, z).numpy())
+    jac = np.stack(rows, axis=1)  # [B, L_out, L_in]
+    sign, log_abs = np.linalg.slogdet(jac)
+    assert np.all(sign != 0)
+    return y.numpy(), log_abs
+
+
+def np_mlp(layers, x, final):
+    """Dense stack in numpy: LeakyReLU(0.2) on hidden layers, ``final`` on the output."""
+    for i, layer in enumerate(layers):
+        kernel, bias = (w.numpy() for w in layer.weights)
+        x = x @ kernel + bias
+        x = np.where(x > 0, x, 0.2 * x) if i < len(layers) - 1 else final(x)
+    return x
+
+
+# ------------------------------------------------------------------ coupling masks
+def test_masks_alternate_latent2():
+    masks = priors.coupling_masks(2, 6)
+    expected = [[1, 0], [0, 1]] * 3
+    assert [m.tolist() for m in masks] == expected
+
+
+def test_masks_alternate_latent5_halves():
+    masks = priors.coupling_masks(5, 4, "alternate")
+    expected = [[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]] * 2
+    assert [m.tolist() for m in masks] == expected
+
+
+def test_masks_checkerboard():
+    masks = priors.coupling_masks(5, 3, "checkerboard")
+    expected = [[1, 0, 1, 0, 1], [0, 1, 0, 1, 0], [1, 0, 1, 0, 1]]
+    assert [m.tolist() for m in masks] == expected
+
+
+def test_masks_explicit_cycled():
+    masks = priors.coupling_masks(2, 3, "10,01")
+    assert [m.tolist() for m in masks] == [[1, 0], [0, 1], [1, 0]]
+    masks = priors.coupling_masks(4, 2, "0110, 1001")
+    assert [m.tolist() for m in masks] == [[0, 1, 1, 0], [1, 0, 0, 1]]
+
+
+@pytest.mark.parametrize("latent_dim, kind", [
+    (1, "alternate"),       # nothing to split
+    (1, "checkerboard"),
+    (2, "11"),              # all ones: nothing transformed
+    (2, "00,10"),           # all zeros: nothing to condition on
+    (2, "101"),             # wrong length
+    (3, "10,01"),           # wrong length
+    (2, "1x"),              # not 0/1
+])
+def test_masks_errors(latent_dim, kind):
+    with pytest.raises(ValueError):
+        priors.coupling_masks(latent_dim, 2, kind)
+
+
+def test_decoupled_prior_rejects_latent1():
+    with pytest.raises(ValueError):
+        priors.DecoupledPrior(1)
+
+
+# ------------------------------------------------------------------ bijection
+@pytest.mark.parametrize("latent_dim, masks", [
+    (2, "alternate"), (5, "alternate"), (5, "checkerboard"), (5, "10110,01001"),
+])
+def test_round_trip(float64, latent_dim, masks):
+    prior = random_flow(latent_dim, seed=latent_dim, masks=masks)
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(64, latent_dim)) * 1.5
+    z0 = prior.to_generation(tf.constant(z)).numpy()
+    assert np.max(np.abs(z0 - z)) > 0.1, "flow is (nearly) the identity: test would be vacuous"
+    np.testing.assert_allclose(prior.to_representation(tf.constant(z0)).numpy(), z,
+                               atol=1e-10)
+    w0 = rng.normal(size=(64, latent_dim))
+    w = prior.to_representation(tf.constant(w0)).numpy()
+    np.testing.assert_allclose(prior.to_generation(tf.constant(w)).numpy(), w0, atol=1e-10)
+
+
+@pytest.mark.parametrize("latent_dim", [2, 3, 6])
+def test_log_det_matches_autodiff_jacobian(float64, latent_dim):
+    prior = random_flow(latent_dim, seed=10 + latent_dim)
+    z = np.random.default_rng(2).normal(size=(32, latent_dim)) * 1.5
+    y_ad, log_det_ad = autodiff_log_det(prior, z)
+    assert np.std(log_det_ad) > 1e-2, "log-det (nearly) constant: test would be vacuous"
+    y, log_det = prior.forward_and_log_det(tf.constant(z))
+    np.testing.assert_allclose(y.numpy(), y_ad, atol=1e-12)
+    np.testing.assert_allclose(log_det.numpy(), log_det_ad, atol=1e-9)
+
+
+@pytest.mark.parametrize("masks, mask", [
+    ("alternate", [1, 1, 0, 0]),
+    ("checkerboard", [1, 0, 1, 0]),
+    ("0110", [0, 1, 1, 0]),
+])
+def test_single_block_coupling_formula(float64, masks, mask):
+    """y = b⊙u + (1−b)⊙(u⊙exp(s(b⊙u)) + t(b⊙u)), log-det Σ (1−b) s (DESIGN §1)."""
+    prior = random_flow(4, seed=3, num_blocks=1, masks=masks)
+    np.testing.assert_array_equal(prior.masks[0], mask)
+    b = np.array(mask, bool)
+    u = np.random.default_rng(4).normal(size=(20, 4))
+    shift, log_scale = (x.numpy() for x in prior.nets[0](tf.constant(u[:, b])))
+    y = u.copy()
+    y[:, ~b] = u[:, ~b] * np.exp(log_scale) + shift
+    assert np.max(np.abs(y - u)) > 0.1
+    got, log_det = prior.forward_and_log_det(tf.constant(u))
+    np.testing.assert_allclose(got.numpy(), y, atol=1e-12)
+    np.testing.assert_allclose(log_det.numpy(), log_scale.sum(-1), atol=1e-12)
+    np.testing.assert_allclose(prior.to_generation(tf.constant(u)).numpy(), y, atol=1e-12)
+
+
+def test_two_blocks_compose_in_order(float64):
+    """Block 0 acts on z first, then block 1 (z → z0)."""
+    prior = random_flow(4, seed=5, num_blocks=2)
+    u = np.random.default_rng(6).normal(size=(20, 4))
+    y, total = u, np.zeros(len(u))
+    for net, mask in zip(prior.nets, prior.masks):
+        b = mask.astype(bool)
+        shift, log_scale = (x.numpy() for x in net(tf.constant(y[:, b])))
+        y = y.copy()
+        y[:, ~b] = y[:, ~b] * np.exp(log_scale) + shift
+        total += log_scale.sum(-1)
+    got, log_det = prior.forward_and_log_det(tf.constant(u))
+    np.testing.assert_allclose(got.numpy(), y, atol=1e-12)
+    np.testing.assert_allclose(log_det.numpy(), total, atol=1e-12)
+
+
+@pytest.mark.parametrize("bound_shift", [False, True])
+def test_coupling_net_is_the_documented_mlp(float64, bound_shift):
+    """s, t: in→64→64→out, LeakyReLU(0.2), tanh on s (and on t with bound_shift)."""
+    prior = random_flow(4, seed=7, num_blocks=1, bound_shift=bound_shift)
+    net = prior.nets[0]
+    assert [l.units for l in net.shift_layers] == [64, 64, 2]
+    assert [l.units for l in net.log_scale_layers] == [64, 64, 2]
+    x = np.random.default_rng(8).normal(size=(10, 2)) * 2.0
+    shift, log_scale = (v.numpy() for v in net(tf.constant(x)))
+    t_final = np.tanh if bound_shift else (lambda a: a)
+    np.testing.assert_allclose(shift, np_mlp(net.shift_layers, x, t_final), atol=1e-12)
+    np.testing.assert_allclose(log_scale, np_mlp(net.log_scale_layers, x, np.tanh), atol=1e-12)
+
+
+def test_decoupled_log_prob_is_change_of_variables(float64):
+    prior = random_flow(3, seed=9)
+    z = np.random.default_rng(9).normal(size=(16, 3))
+    y, log_det = autodiff_log_det(prior, z)
+    expected = scipy.stats.multivariate_normal(np.zeros(3), np.eye(3)).logpdf(y) + log_det
+    np.testing.assert_allclose(prior.log_prob(tf.constant(z)).numpy(), expected, atol=1e-9)
+
+
+# ------------------------------------------------------------------ normalisation
+def _grid_integral(prior, half_width=30.0, step=0.2):
+    # A random flow (weights ~ N(0, 0.2²)) has heavy tails: ~1.3% of its mass lies
+    # beyond |z| = 12 for the seed below, so the box is wide; the density is smooth
+    # enough that step 0.2 changes the sum by ~1e-4 against step 0.1.
+    axis = np.arange(-half_width, half_width + step / 2, step)
+    zz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    density = np.exp(prior.log_prob(tf.constant(zz)).numpy())
+    return density.sum() * step * step, density
+
+
+def test_decoupled_density_integrates_to_one(float64):
+    prior = random_flow(2, seed=11)
+    total, density = _grid_integral(prior)
+    # Not the standard normal: the flow reshapes the density noticeably.
+    _, normal_density = _grid_integral(priors.StandardNormalPrior(2))
+    assert np.max(np.abs(density - normal_density)) > 1e-2
+    assert abs(total - 1.0) < 2e-3
+
+
+def test_standard_normal_density_integrates_to_one(float64):
+    total, _ = _grid_integral(priors.StandardNormalPrior(2))
+    assert abs(total - 1.0) < 1e-6
+
+
+# ------------------------------------------------------------------ standard normal
+def test_standard_normal_prior(float64):
+    prior = priors.StandardNormalPrior(4)
+    z = np.random.default_rng(12).normal(size=(10, 4)) * 2.0
+    expected = scipy.stats.multivariate_normal(np.zeros(4), np.eye(4)).logpdf(z)
+    np.testing.assert_allclose(prior.log_prob(tf.constant(z)).numpy(), expected, atol=1e-12)
+    y, log_det = prior.forward_and_log_det(tf.constant(z))
+    np.testing.assert_array_equal(y.numpy(), z)
+    np.testing.assert_array_equal(log_det.numpy(), np.zeros(10))
+    np.testing.assert_array_equal(prior.to_generation(tf.constant(z)).numpy(), z)
+    np.testing.assert_array_equal(prior.to_representation(tf.constant(z)).numpy(), z)
+
+
+# ------------------------------------------------------------------ sampling
+def test_sample_seeded():
+    normal = priors.StandardNormalPrior(3)
+    a = normal.sample(500, seed=1).numpy()
+    np.testing.assert_array_equal(a, normal.sample(500, seed=1).numpy())
+    assert not np.allclose(a, normal.sample(500, seed=2).numpy())
+    # Really N(0, I): moments within a few standard errors.
+    assert np.all(np.abs(a.mean(0)) < 4 / np.sqrt(500))
+    assert np.all(np.abs(a.std(0) - 1) < 4 / np.sqrt(1000))
+
+    flow = random_flow(3, seed=13)
+    s = flow.sample(200, seed=1).numpy()
+    np.testing.assert_array_equal(s, flow.sample(200, seed=1).numpy())
+    assert not np.allclose(s, flow.sample(200, seed=2).numpy())
+    # z = g⁻¹(z0) with z0 the same seeded standard-normal draw.
+    z0 = normal.sample(200, seed=1).numpy()
+    assert np.max(np.abs(s - z0)) > 0.1
+    np.testing.assert_allclose(s, flow.to_representation(tf.constant(z0)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(flow.to_generation(tf.constant(s)).numpy(), z0,
+                               rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ initialisation
+def test_fresh_decoupled_prior_is_identity(float64):
+    prior = priors.make_prior("decoupled", 3)
+    z = np.random.default_rng(14).normal(size=(20, 3)) * 2.0
+    np.testing.assert_allclose(prior.to_generation(tf.constant(z)).numpy(), z, atol=1e-12)
+    expected = scipy.stats.multivariate_normal(np.zeros(3), np.eye(3)).logpdf(z)
+    np.testing.assert_allclose(prior.log_prob(tf.constant(z)).numpy(), expected, atol=1e-12)
+
+
+def test_flow_variables_tracked_by_model():
+    from tf_dpvae.model import DpVAE
+
+    config = ModelConfig(prior="decoupled")
+    model = DpVAE(config)
+    model_ids = {id(v) for v in model.trainable_variables}
+    flow = model.prior.trainable_variables
+    # K blocks × (s, t) MLPs × (hidden layers + output) Dense layers × (kernel, bias).
+    expected_count = config.flow_blocks * 2 * (config.flow_hidden_layers + 1) * 2
+    assert expected_count == 72
+    assert len(flow) == expected_count
+    assert sum(id(v) in model_ids for v in flow) == expected_count
+    # Parameter count for L = 2: each MLP 1→64→64→1.
+    per_mlp = (1 * 64 + 64) + (64 * 64 + 64) + (64 * 1 + 1)
+    assert sum(int(np.prod(v.shape)) for v in flow) == config.flow_blocks * 2 * per_mlp
+    # TFP does not see Keras 3 variables: the model must own them.
+    assert len(model.prior.bijector.trainable_variables) == 0
