@@ -207,18 +207,18 @@ class DecoupledPrior(keras.layers.Layer):
 
     def forward_and_log_det(self, z):
         """(g(z), log|det ∂g/∂z|) for z of shape [..., L]."""
-        z = _fresh(z)
+        z = _fresh(z, self.compute_dtype)
         z0 = self.bijector.forward(z)
         log_det = self.bijector.forward_log_det_jacobian(z, event_ndims=1)
         return z0, log_det
 
     def to_generation(self, z):
         """g(z): representation space → generation space."""
-        return self.bijector.forward(_fresh(z))
+        return self.bijector.forward(_fresh(z, self.compute_dtype))
 
     def to_representation(self, z0):
         """g⁻¹(z0): generation space → representation space."""
-        return self.bijector.inverse(_fresh(z0))
+        return self.bijector.inverse(_fresh(z0, self.compute_dtype))
 
     def log_prob(self, z):
         """log p_η(z) = log N(g(z); 0, I) + log|det ∂g/∂z|, shape z.shape[:-1]."""
@@ -251,7 +251,7 @@ def _standard_normal(shape, seed, dtype):
     return tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=dtype)
 
 
-def _fresh(x):
+def _fresh(x, dtype):
     """A new tensor object for ``x``.
 
     TFP caches bijector results keyed on the identity of the input tensor. In eager
@@ -259,4 +259,4 @@ def _fresh(x):
     that was never computed (g⁻¹(g(z)) returned from the cache); a fresh tensor per
     call makes every evaluation real. In a ``tf.function`` it is a no-op identity.
     """
-    return tf.identity(tf.convert_to_tensor(x, dtype_hint=tf.float32))
+    return tf.identity(tf.cast(x, dtype))
