@@ -24,6 +24,11 @@ def _finite(logs):
     return loss is None or math.isfinite(float(loss))
 
 
+def weights_finite(model):
+    """True when every variable of the model holds only finite values."""
+    return all(np.isfinite(np.asarray(v.numpy())).all() for v in model.weights)
+
+
 class TrainingDivergedError(RuntimeError):
     """Raised after training stopped on a NaN/Inf loss."""
 
@@ -58,8 +63,9 @@ class StopAtStep(keras.callbacks.Callback):
 class PeriodicCheckpoint(keras.callbacks.Callback):
     """Saves through a ``tf.train.CheckpointManager`` every ``every`` steps.
 
-    Never saves a step whose loss is not finite, so the last checkpoint on disk is
-    always a good one.
+    Never saves a step whose loss or weights are not finite (an update can turn the
+    weights to NaN while the loss it was computed from was still finite), so the last
+    checkpoint on disk is always a good one.
     """
 
     def __init__(self, manager, every):
@@ -70,6 +76,10 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = global_step(self.model)
         if step % self.every == 0 and _finite(logs) and not self.model.stop_training:
+            if not weights_finite(self.model):
+                self.model.stop_training = True
+                logging.error("weights are not finite at step %d; not saving", step)
+                return
             self.manager.save(checkpoint_number=step)
             logging.info("saved checkpoint at step %d", step)
 

@@ -84,8 +84,13 @@ def check_resume_compatible(model_dir, config):
 
 
 def build_model(config, strategy=None):
-    """A compiled DpVAE with every variable created (ready to restore or train)."""
+    """A compiled DpVAE with every variable created (ready to restore or train).
+
+    The initial weights are seeded by ``config.seed`` (``keras.utils.set_random_seed``),
+    so two processes with the same config start from the same model.
+    """
     strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = DpVAE(config)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
@@ -134,8 +139,8 @@ def train(model_config, train_config):
 
     model = build_model(config, strategy)
     checkpoint = make_checkpoint(model)
-    checkpoint_dir = tc.model_dir if chief else os.path.join(
-        tc.model_dir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
+    checkpoint_dir = tc.model_dir if chief else _worker_checkpoint_dir(
+        tc.model_dir, strategy.cluster_resolver.task_id)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=tc.max_checkpoints)
     if manager.latest_checkpoint:
@@ -176,11 +181,13 @@ def train(model_config, train_config):
                       verbose=tc.verbose if chief else 0)
     elapsed = time.time() - started
     step = cbs.global_step(model)
+    if guard.bad_step is None and not cbs.weights_finite(model):
+        guard.bad_step, guard.bad_logs = step, {"weights": "not finite"}
     if guard.bad_step is not None:
         last = manager.latest_checkpoint or "none"
         raise cbs.TrainingDivergedError(
-            f"loss became {guard.bad_logs.get('loss')} at step {guard.bad_step} "
-            f"(terms: {guard.bad_logs}); training stopped. The last good checkpoint is "
+            f"training diverged at step {guard.bad_step} ({guard.bad_logs}); "
+            f"training stopped. The last good checkpoint is "
             f"kept: {last}. Lower --learning_rate or check the data.")
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         manager.save(checkpoint_number=step)
@@ -199,6 +206,28 @@ def train(model_config, train_config):
         json.dump(summary, f, indent=2)
     print(f"tf_dpvae: done at step {step}; samples in {samples_path}", flush=True)
     return summary
+
+
+def _worker_checkpoint_dir(model_dir, task_id):
+    """A non-chief worker's own checkpoint directory, seeded with the chief's latest.
+
+    Under MultiWorkerMirroredStrategy every worker saves; only the chief's checkpoints
+    (in ``model_dir``) are kept, the others go here and the directory is removed at the
+    end. A copy of the chief's latest checkpoint makes every worker resume from the
+    same step and weights.
+    """
+    path = os.path.join(model_dir, f"worker_tmp_{task_id}")
+    shutil.rmtree(path, ignore_errors=True)
+    tf.io.gfile.makedirs(path)
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest:
+        for name in tf.io.gfile.glob(latest + ".*"):
+            tf.io.gfile.copy(name, os.path.join(path, os.path.basename(name)))
+        prefix = os.path.basename(latest)
+        with tf.io.gfile.GFile(os.path.join(path, "checkpoint"), "w") as f:
+            f.write(f'model_checkpoint_path: "{prefix}"\n'
+                    f'all_model_checkpoint_paths: "{prefix}"\n')
+    return path
 
 
 def _custom_loop(model, strategy, dataset, callback_list, tc):
@@ -221,3 +250,6 @@ def _custom_loop(model, strategy, dataset, callback_list, tc):
         callbacks.on_train_batch_end(cbs.global_step(model), logs)
         progbar.update(cbs.global_step(model), list(logs.items()))
     callbacks.on_train_end()
+    dump = os.environ.get("TF_DPVAE_DUMP_WEIGHTS")
+    if dump:  # test hook: this worker's own copy of the weights (model.weights order)
+        np.savez(dump, *[np.asarray(v.numpy()) for v in model.weights])
