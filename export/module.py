@@ -1,0 +1,249 @@
+"""ServingModule: the part of a trained DpVAE that serving needs, as a ``tf.Module``.
+
+It holds the model's encoder, decoder, prior (with its coupling nets) and likelihood,
+and nothing else: no optimizer slots, no step counter, no FactorVAE discriminator. What
+a SavedModel of it contains is the variables its signatures read (see
+:meth:`ServingModule.signatures`).
+Each signature is one of its methods, wrapped in a ``tf.function`` with an explicit
+``input_signature`` (:data:`INPUT_SPECS`); each returns a dict of float32 tensors (never a
+Distribution), so ``tf.saved_model.save`` can write it and TF Serving can run it. The
+methods also work eagerly (``module.decode(z)``).
+
+Signatures (n is the batch, dynamic everywhere; L the latent size; D... the data's shape,
+``[2]`` for two moons, ``[28, 28, 1]`` for MNIST):
+
+=====================  ===========================================  ===========================
+name                   inputs                                       outputs
+=====================  ===========================================  ===========================
+``serving_default``    ``num_samples`` int32 scalar,                ``x`` [n, D...], ``z`` [n, L],
+(= ``sample``)         ``seed`` int64 scalar (-1: random)           ``z0`` [n, L]
+``sample_from_z0``     ``z0`` float32 [n, L]                        ``x``, ``z``, ``z0`` as above
+``decode``             ``z`` float32 [n, L]                         ``x`` [n, D...]
+``encode``             ``x`` float32 [n, D...]                      ``mean``, ``log_var``,
+                                                                    ``z0`` = g(mean), all [n, L]
+``log_prior``          ``z`` float32 [n, L]                         ``log_prob``, ``log_det`` [n]
+``to_generation``      ``z`` float32 [n, L]                         ``z0`` = g(z) [n, L]
+``to_representation``  ``z0`` float32 [n, L]                        ``z`` = g⁻¹(z0) [n, L]
+=====================  ===========================================  ===========================
+
+``x`` is E[x|z] in the data's range ([0, 1] for images, data units for two moons).
+For the standard normal prior g is the identity and ``log_det`` is 0.
+
+Sampling is stateless: ``z0 = stateless_normal([n, L], seed=[seed, 0])`` — the same
+draw as ``DpVAE.generate(n, seed=seed)`` — so a seed gives the same samples in every
+process and on every server. ``seed = -1`` draws a fresh seed per request.
+
+Input specs are deliberately of unknown shape: the checks below then run *in the
+graph*, where TF Serving (which does not compare a request's shape with the signature)
+also runs them, and a wrong rank or width fails with an ``InvalidArgumentError`` that
+names the expected shape instead of a shape error deep inside a matmul. Scalars may
+also be sent as one-element vectors, which is what TF Serving's row ("instances")
+request format produces.
+"""
+
+import types
+
+import tensorflow as tf
+
+SIGNATURES = ("serving_default", "sample", "sample_from_z0", "decode", "encode",
+              "log_prior", "to_generation", "to_representation")
+DEFAULT_MAX_SAMPLES = 10_000
+
+
+def _spec(name, dtype=tf.float32):
+    # Unknown shape on purpose: the checks then run in the graph (module docstring).
+    return tf.TensorSpec(None, dtype, name=name)
+
+
+INPUT_SPECS = {
+    "sample": [_spec("num_samples", tf.int32), _spec("seed", tf.int64)],
+    "sample_from_z0": [_spec("z0")],
+    "decode": [_spec("z")],
+    "encode": [_spec("x")],
+    "log_prior": [_spec("z")],
+    "to_generation": [_spec("z")],
+    "to_representation": [_spec("z0")],
+}
+
+
+# Input checks: each is ONE ``tf.debugging.Assert`` over a condition computed by ops
+# that cannot fail whatever the input's shape, guarding the value by a control
+# dependency. Simpler constructions failed when a loaded SavedModel was called from
+# Python, where TF specialises the function to the argument shapes and Grappler folds
+# shape arithmetic: ``assert_equal(tf.shape(x)[1:], expected)`` gave a bare
+# "Incompatible shapes: [3] vs. [2]", and ``assert_rank`` let a [2]-shaped z reach the
+# matmul ("In[0] ndims must be >= 2"). The error data are int32 or strings so that the
+# Assert stays a plain op (not wrapped in a cond). tests/test_export.py checks the
+# messages through tf.saved_model.load; the export check through a TF1 session too.
+def _require(condition, message, *data):
+    return tf.debugging.Assert(condition, [message, *data], summarize=8)
+
+
+def _after(checks, value):
+    with tf.control_dependencies(checks):
+        return tf.identity(value)
+
+
+def _scalar(value, name, description):
+    """A scalar from a scalar or a one-element tensor, else InvalidArgumentError."""
+    check = _require(tf.equal(tf.size(value), 1),
+                     f"{name}: expected {description} (a scalar, or a 1-element "
+                     "vector); got shape", tf.shape(value))
+    return tf.reshape(_after([check], value), [])
+
+
+def _batch_of(value, name, shape, description):
+    """``value`` checked to be [n, *shape]; the result has that static shape."""
+    rank = 1 + len(shape)
+    actual = tf.shape(value)
+    # actual[1:], padded and cut to len(shape): comparable whatever the rank.
+    tail = tf.concat([actual[1:], tf.zeros([rank], tf.int32)], 0)[:rank - 1]
+    ok = tf.logical_and(tf.equal(tf.size(actual), rank),
+                        tf.reduce_all(tf.equal(tail, tf.constant(shape, tf.int32))))
+    dims = ", ".join(str(d) for d in shape)
+    check = _require(ok, f"{name}: expected shape [n, {dims}] ({description}); got shape",
+                     actual)
+    value = _after([check], value)
+    value.set_shape([None] + list(shape))
+    return value
+
+
+class ServingModule(tf.Module):
+    """Encoder, decoder, prior and likelihood of a trained DpVAE, with serving signatures.
+
+    Example::
+
+        module = ServingModule(restore_model("runs/moons/beta_h_decoupled"))
+        tf.saved_model.save(module, "export/1", signatures=module.signatures())
+        out = tf.saved_model.load("export/1").signatures["serving_default"](
+            num_samples=tf.constant(5), seed=tf.constant(0, tf.int64))
+        out["x"], out["z"]
+    """
+
+    def __init__(self, model, max_samples=DEFAULT_MAX_SAMPLES):
+        super().__init__(name="dpvae_serving")
+        config = model.config
+        # A plain namespace, which tf.Module does not track: what gets saved is the
+        # variables the signatures read (``serving_variables``, set by signatures()).
+        self._parts = types.SimpleNamespace(
+            encoder=model.encoder, decoder=model.decoder, prior=model.prior,
+            likelihood=model.likelihood)
+        self._latent_dim = int(config.latent_dim)
+        self._data_shape = [int(d) for d in config.input_shape]
+        self._max_samples = int(max_samples)
+        self._x_description = ("points" if len(self._data_shape) == 1
+                               else "float32 images in [0, 1]")
+
+    @property
+    def max_samples(self):
+        """The largest ``num_samples`` the sample signature accepts."""
+        return self._max_samples
+
+    @property
+    def encoder(self):
+        return self._parts.encoder
+
+    @property
+    def decoder(self):
+        return self._parts.decoder
+
+    @property
+    def prior(self):
+        return self._parts.prior
+
+    @property
+    def likelihood(self):
+        return self._parts.likelihood
+
+    # ---------------------------------------------------------------- helpers
+    def _z(self, z, name="z"):
+        space = "generation space" if name == "z0" else "representation space"
+        return _batch_of(z, name, [self._latent_dim], f"float32 latent codes, {space}")
+
+    def _generate(self, z0):
+        z = self.prior.to_representation(z0)
+        x = self.likelihood.mean(self.decoder(z, training=False))
+        return {"x": tf.identity(x, name="x"), "z": tf.identity(z, name="z"),
+                "z0": tf.identity(z0, name="z0")}
+
+    # ---------------------------------------------------------------- signatures
+    def sample(self, num_samples, seed):
+        """x = E[x|z], z = g⁻¹(z0), z0 ~ N(0, I) drawn from ``seed`` (-1: random)."""
+        n = _scalar(num_samples, "num_samples", "an int32 number of samples")
+        seed = _scalar(seed, "seed", "an int64 seed, or -1 for a random one")
+        checks = [
+            _require(tf.logical_and(n >= 0, n <= self._max_samples),
+                     f"num_samples: expected a number in [0, {self._max_samples}] "
+                     "(the most one request may ask for: export --max_samples); got", n),
+            _require(seed >= -1, "seed: expected a seed >= 0, or -1 for a random one; got",
+                     tf.strings.as_string(seed)),
+        ]
+        n = _after(checks, n)
+        # seed=0, seed2=0: seeded from the OS per process, never from the global
+        # seed of the exporting process.
+        fresh = tf.raw_ops.RandomUniformInt(
+            shape=[2], minval=tf.constant(0, tf.int64),
+            maxval=tf.constant(2 ** 62, tf.int64), seed=0, seed2=0)
+        key = tf.where(seed >= 0, tf.stack([seed, tf.constant(0, tf.int64)]), fresh)
+        z0 = tf.random.stateless_normal(tf.stack([n, self._latent_dim]), seed=key)
+        return self._generate(z0)
+
+    def sample_from_z0(self, z0):
+        """x and z = g⁻¹(z0) for given generation-space codes z0."""
+        return self._generate(self._z(z0, "z0"))
+
+    def decode(self, z):
+        """x = E[x|z] for representation-space codes z."""
+        z = self._z(z)
+        return {"x": tf.identity(self.likelihood.mean(self.decoder(z, training=False)),
+                                 name="x")}
+
+    def encode(self, x):
+        """Posterior q(z|x) = N(mean, exp(log_var)) and z0 = g(mean)."""
+        x = _batch_of(x, "x", self._data_shape, self._x_description)
+        mean, log_var = tf.split(self.encoder(x, training=False), 2, axis=-1)
+        return {"mean": tf.identity(mean, name="mean"),
+                "log_var": tf.identity(log_var, name="log_var"),
+                "z0": tf.identity(self.prior.to_generation(mean), name="z0")}
+
+    def log_prior(self, z):
+        """log p(z) = log N(g(z); 0, I) + log|det ∂g/∂z|, and the log-det alone."""
+        z = self._z(z)
+        _, log_det = self.prior.forward_and_log_det(z)
+        return {"log_prob": tf.identity(self.prior.log_prob(z), name="log_prob"),
+                "log_det": tf.identity(log_det, name="log_det")}
+
+    def to_generation(self, z):
+        """z0 = g(z): representation space → generation space."""
+        return {"z0": tf.identity(self.prior.to_generation(self._z(z)), name="z0")}
+
+    def to_representation(self, z0):
+        """z = g⁻¹(z0): generation space → representation space."""
+        return {"z": tf.identity(self.prior.to_representation(self._z(z0, "z0")),
+                                 name="z")}
+
+    def signatures(self):
+        """{signature name: concrete function} for ``tf.saved_model.save``.
+
+        Each method is wrapped in a ``tf.function`` with its :data:`INPUT_SPECS` and
+        traced once. The functions are not attributes of the module, so saving does
+        not trace them a second time (TF keys its trace cache on the save context).
+
+        The module then tracks exactly the ``tf.Variable`` objects these graphs read,
+        keyed by name, as ``serving_variables``. Tracking the Keras layers instead
+        would save Keras 3's variable wrappers, not the ``tf.Variable`` inside them
+        that the graphs capture: ``tf.saved_model.load`` copes, but TF1-style loaders
+        (TF Serving, ``saved_model_cli run``) then find the graphs' variables
+        uninitialised. Keras' own ``ExportArchive`` tracks variables the same way.
+        """
+        functions = {}
+        for name, specs in INPUT_SPECS.items():
+            function = tf.function(getattr(self, name), input_signature=specs,
+                                   autograph=False)
+            functions[name] = function.get_concrete_function()
+        variables = {}
+        for function in functions.values():
+            for variable in function.variables:
+                variables.setdefault(variable.name.split(":")[0], variable)
+        self.serving_variables = dict(sorted(variables.items()))
+        return {"serving_default": functions["sample"], **functions}
