@@ -9,6 +9,7 @@ import scipy.stats
 import tensorflow as tf
 
 from tf_dpvae import estimators, gaussian, priors
+from flow_reference import independent_log_prob as independent_log_prior  # noqa: E402
 
 
 def random_flow(latent_dim, seed):
@@ -22,23 +23,6 @@ def random_flow(latent_dim, seed):
 
 def mvn_diag(mean, log_var):
     return scipy.stats.multivariate_normal(mean, np.diag(np.exp(log_var)))
-
-
-def independent_log_prior(prior, z_np):
-    """log p(z) without prior.log_prob: log N(g(z); 0, I) + log|det| of the autodiff Jacobian."""
-    flat = z_np.reshape(-1, z_np.shape[-1])
-    z = tf.constant(flat)
-    rows = []
-    for j in range(flat.shape[-1]):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            y = prior.to_generation(z)
-            out = tf.reduce_sum(y[:, j])
-        rows.append(tape.gradient(out, z).numpy())
-    _, log_det = np.linalg.slogdet(np.stack(rows, axis=1))
-    dim = flat.shape[-1]
-    log_n = scipy.stats.multivariate_normal(np.zeros(dim), np.eye(dim)).logpdf(y.numpy())
-    return (np.reshape(log_n, -1) + log_det).reshape(z_np.shape[:-1])
 
 
 def posterior_params(rng, batch, dim, spread=1.0):

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tf_dpvae import priors
 from tf_dpvae.config import ModelConfig
+from flow_reference import autodiff_log_det  # noqa: E402
 
 
 def randomize(prior, seed):
@@ -21,26 +22,6 @@ def random_flow(latent_dim, seed, **kwargs):
     prior.build()
     randomize(prior, seed)
     return prior
-
-
-def autodiff_log_det(prior, z_np):
-    """(g(z), log|det ∂g/∂z|) from the autodiff Jacobian and numpy's slogdet.
-
-    Rows of g act on rows of z independently, so row j of every example's Jacobian is
-    the gradient of Σ_b g(z)[b, j] (as batch_jacobian, without its slow pfor tracing).
-    """
-    z = tf.constant(z_np)
-    rows = []
-    for j in range(z_np.shape[-1]):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            y = prior.to_generation(z)
-            out = tf.reduce_sum(y[:, j])
-        rows.append(tape.gradient(out, z).numpy())
-    jac = np.stack(rows, axis=1)  # [B, L_out, L_in]
-    sign, log_abs = np.linalg.slogdet(jac)
-    assert np.all(sign != 0)
-    return y.numpy(), log_abs
 
 
 def np_mlp(layers, x, final):

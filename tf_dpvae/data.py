@@ -213,6 +213,15 @@ def load(
     return _load_celeb_a(data_dir=data_dir, source=source)
 
 
+def example_image(element):
+    """The image of a dataset element that may be x, (x, label, ...) or {"image": x}."""
+    if isinstance(element, dict):
+        return element["image"] if "image" in element else next(iter(element.values()))
+    if isinstance(element, (tuple, list)):
+        return element[0]
+    return element
+
+
 def batch(
     ds: tf.data.Dataset,
     batch_size: int,

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_dpvae import data as data_lib
 from tf_dpvae import estimators, gaussian
 
 # Offsets of the random streams of AggregatePosterior.sample (priors use offset 0).
@@ -29,15 +30,6 @@ _STREAM_COMPONENT, _STREAM_NOISE = 1, 2
 
 def _progbar(target, verbose):
     return keras.utils.Progbar(target, verbose=1) if verbose else None
-
-
-def _first(element):
-    """The image of a dataset element that may be x, (x, label, ...) or {"image": x}."""
-    if isinstance(element, dict):
-        return element["image"] if "image" in element else next(iter(element.values()))
-    if isinstance(element, (tuple, list)):
-        return element[0]
-    return element
 
 
 def encode_dataset(model, data, batch_size=500, max_examples=None, verbose=False):
@@ -59,7 +51,7 @@ def encode_dataset(model, data, batch_size=500, max_examples=None, verbose=False
             data = data.take(max_examples)
         cardinality = int(data.cardinality())
         target = cardinality if cardinality >= 0 else None
-        batches = (_first(b) for b in data.batch(batch_size))
+        batches = (data_lib.example_image(b) for b in data.batch(batch_size))
     else:
         data = np.asarray(data)
         if max_examples is not None:

@@ -138,15 +138,6 @@ class FeatureExtractor(typing.Protocol):
         ...
 
 
-def _first(element):
-    """The image of a dataset element that may be x, (x, label, ...) or {"image": x}."""
-    if isinstance(element, dict):
-        return element["image"] if "image" in element else next(iter(element.values()))
-    if isinstance(element, (tuple, list)):
-        return element[0]
-    return element
-
-
 def _image_batches(images, batch_size):
     """Yields float32 numpy batches [B, H, W, C] from an array or an unbatched dataset.
 
@@ -158,7 +149,7 @@ def _image_batches(images, batch_size):
         cardinality = int(images.cardinality())
         total = cardinality if cardinality >= 0 else None
         # tf.data passes tuple elements as separate arguments.
-        ds = images.map(lambda *parts: _first(parts[0]) if len(parts) == 1 else parts[0])
+        ds = images.map(lambda *parts: data_lib.example_image(parts[0]) if len(parts) == 1 else parts[0])
         ds = ds.batch(batch_size)
 
         def gen():
