@@ -11,8 +11,10 @@ model's step and nothing of the input pipeline. ``model.train_step`` is wrapped 
 ``tf.function`` (``--jit_compile`` passes ``jit_compile=True``), traced and warmed up,
 then ``--steps`` steps are timed, synchronising once at the end on the loss. The
 measurements are interleaved: each of ``--repeats`` rounds times every configuration
-once (in a rotated order), and the median steps/s over rounds is reported, so machine
-noise hits a standard-normal configuration and its decoupled twin alike.
+once, a standard-normal configuration right next to its decoupled twin (groups rotated,
+twins alternating), and the median steps/s over rounds is reported, so machine noise
+hits both twins alike. The process CPU time per step is recorded too: when other
+processes load the machine, steps/s drop and scatter while CPU ms/step stay steady.
 
 ``--fit`` times ``model.fit`` (one epoch of ``--steps`` steps over a repeated
 ``tf.data`` dataset of the same batch) instead, to show the Keras loop's overhead.
@@ -196,8 +198,8 @@ def settings(steps, repeats, warmup_steps, latent_dim, jit_compile, use_fit):
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "gpus": len(tf.config.list_physical_devices("GPU")),
-        # Other processes compete for the CPU: the absolute numbers mean little when
-        # this is well above 0 (the ratios, measured interleaved, still do).
+        # Other processes compete for the CPU: when this is near the CPU count, steps/s
+        # are low and noisy; compare CPU ms/step instead.
         "load_average_1min": (round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
                               else None),
         "load_average_1min_start": None,
