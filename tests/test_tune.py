@@ -121,3 +121,14 @@ def test_bad_settings_fail_before_training(flag, words, tmp_path):
         assert word in out
     assert "tf_dpvae: done" not in out
     assert not os.path.exists(tmp_path / "tune" / "trials")
+
+
+def test_same_seed_gives_the_same_search(tmp_path):
+    """The default --seed=0 must seed the oracle too (keras-tuner reads 0 as "no seed")."""
+    tables = []
+    for name in ("a", "b"):
+        code, output = tune(tmp_path / name, "--max_trials=2", "--trial_steps=20")
+        assert code == 0, output[-2000:]
+        rows = (tmp_path / name / "trials.md").read_text().splitlines()[4:]
+        tables.append([row.split("|")[1:6] for row in rows])  # trial id + hyperparameters
+    assert len(tables[0]) == 2 and tables[0] == tables[1]

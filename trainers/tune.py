@@ -88,7 +88,9 @@ def make_tuner(base, params):
 
     hp = search_space.apply(params)
     objective = keras_tuner.Objective(FLAGS.objective, direction="min")
-    common_args = dict(objective=objective, hyperparameters=hp, seed=FLAGS.seed,
+    # keras-tuner reads seed 0 as "no seed" (`seed or random.randint(...)`): shift by one
+    # so every --seed, 0 included, gives a reproducible search.
+    common_args = dict(objective=objective, hyperparameters=hp, seed=FLAGS.seed + 1,
                        tune_new_entries=False, allow_new_entries=False)
     if FLAGS.tuner == "random":
         oracle = keras_tuner.oracles.RandomSearchOracle(max_trials=FLAGS.max_trials,
