@@ -232,9 +232,9 @@ def sample_prior(prior, num_samples, seed, batch_size=16384):
     """(z, z0) with z0 ~ N(0, I) and z = g⁻¹(z0) (z = z0 for the standard prior).
 
     z0 = ``stateless_normal([num_samples, L], seed=[seed, 0])`` in the prior's dtype: the
-    same draws as ``prior.sample(num_samples, seed)`` in float32, but also correct in
-    float64 (``priors._standard_normal`` always draws float32) and with g⁻¹ applied in
-    batches. Returns numpy arrays [num_samples, L]; z0 is exact (no round trip g(g⁻¹)).
+    same draws as ``prior.sample(num_samples, seed)``, with g⁻¹ applied in batches and
+    z0 returned too. Returns numpy arrays [num_samples, L]; z0 is exact (no round trip
+    g(g⁻¹)).
     """
     dtype = _prior_dtype(prior)
     z0 = tf.random.stateless_normal([int(num_samples), int(prior.latent_dim)],
