@@ -305,11 +305,8 @@ def run():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        run()
-    except ValueError as error:
-        print(f"trainers.benchmark: error: {error}", flush=True)
-        raise SystemExit(2)
+    from trainers import common
+    common.exit_on_user_error(run, prog="trainers.benchmark")
 
 
 if __name__ == "__main__":
