@@ -40,8 +40,8 @@ HP_STYLE = dict(marker="+", color="darkorange", s=140, linewidths=2.5, zorder=5,
                 label="high posterior (HP)")
 DATA_STYLE = dict(s=4, c="0.75", linewidths=0, label="training data", zorder=1)
 
-__all__ = ["density_grid", "moons_panels", "leakage_curves", "sample_grids",
-           "latent_line", "traversals"]
+__all__ = ["density_grid", "moons_panels", "leakage_curves", "leakage_panels", "montage",
+           "sample_grids", "latent_line", "traversals"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -352,6 +352,34 @@ def moons_panels(model, data_points, lp, hp, *, aggregate, num_samples=2000, see
 
 
 # --------------------------------------------------------------------------- Fig. 4
+def _check_curves(curves):
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError("curves: expected a non-empty dict {label: {tau: score}}")
+    if all(not isinstance(v, dict) for v in curves.values()):
+        curves = {"": curves}
+    for label, curve in curves.items():
+        if not isinstance(curve, dict):
+            raise ValueError(f"curves[{label!r}]: expected a dict {{tau: score}}, got "
+                             f"{type(curve).__name__}")
+    return curves
+
+
+def _draw_leakage(ax, curves, xlabel, styles=None):
+    markers = "osD^vP*Xh<>"
+    for i, (label, curve) in enumerate(curves.items()):
+        taus = sorted(float(t) for t in curve)
+        by_tau = {float(t): s for t, s in curve.items()}
+        scores = [np.nan if by_tau[t] is None else float(by_tau[t]) for t in taus]
+        style = dict(marker=markers[i % len(markers)], ms=6, lw=1.8)
+        style.update((styles or {}).get(label, {}))
+        ax.plot(taus, scores, label=str(label) if label != "" else None, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("leakage score LS(τ)")
+    ax.grid(True, alpha=0.3)
+    if any(label != "" for label in curves):
+        ax.legend(fontsize=8)
+
+
 def leakage_curves(curves, *, title=None, xlabel="τ (threshold on log p(z))"):
     """Paper Fig. 4: leakage score LS(τ) against the threshold τ, one line per model.
 
@@ -364,30 +392,82 @@ def leakage_curves(curves, *, title=None, xlabel="τ (threshold on log p(z))"):
     Returns a Figure with one axes (label ``"leakage"``); lines are drawn in the
     order of ``curves``, with their x data sorted by τ.
     """
-    if not isinstance(curves, dict) or not curves:
-        raise ValueError("curves: expected a non-empty dict {label: {tau: score}}")
-    if all(not isinstance(v, dict) for v in curves.values()):
-        curves = {"": curves}
+    curves = _check_curves(curves)
     fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     ax.set_label("leakage")
-    markers = "osD^vP*Xh<>"
-    for i, (label, curve) in enumerate(curves.items()):
-        if not isinstance(curve, dict):
-            raise ValueError(f"curves[{label!r}]: expected a dict {{tau: score}}, got "
-                             f"{type(curve).__name__}")
-        taus = sorted(float(t) for t in curve)
-        by_tau = {float(t): s for t, s in curve.items()}
-        scores = [np.nan if by_tau[t] is None else float(by_tau[t]) for t in taus]
-        ax.plot(taus, scores, marker=markers[i % len(markers)], ms=6, lw=1.8,
-                label=str(label) if label != "" else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("leakage score LS(τ)")
-    ax.grid(True, alpha=0.3)
-    if any(label != "" for label in curves):
-        ax.legend(fontsize=9)
+    _draw_leakage(ax, curves, xlabel)
     ax.set_title(title or "Latent leakage (missing: no sample with log p(z) < τ)",
                  fontsize=10)
     return fig
+
+
+def leakage_panels(panels, *, title=None, xlabel="τ (threshold on log p(z))", columns=3):
+    """Fig. 4 for a whole study: one axes per regularizer, its models overlaid.
+
+    Args:
+      panels: ``{panel title: {label: {τ: LS(τ)}}}``. Within a panel, labels that
+        contain "dp" (the decoupled prior's models, e.g. "β-dpVAE-H seed 0") are drawn
+        dashed in orange, the others solid in blue; several seeds of one model share
+        its colour.
+
+    Returns a Figure with one axes per panel, labelled by the panel title.
+    """
+    if not isinstance(panels, dict) or not panels:
+        raise ValueError("panels: expected a non-empty dict {title: {label: curve}}")
+    rows = math.ceil(len(panels) / columns)
+    columns = min(columns, len(panels))
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows),
+                             layout="constrained", squeeze=False)
+    for ax, (panel, curves) in zip(axes.flat, panels.items()):
+        curves = _check_curves(curves)
+        styles = {label: (dict(color="tab:orange", ls="--", marker="s", ms=4)
+                          if "dp" in str(label) else
+                          dict(color="tab:blue", ls="-", marker="o", ms=4))
+                  for label in curves}
+        ax.set_label(str(panel))
+        _draw_leakage(ax, curves, xlabel, styles)
+        ax.set_title(str(panel), fontsize=10)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    return _finish(fig, title)
+
+
+def montage(cells, *, rows, columns, row_labels=None, column_labels=None, title=None,
+            cell_width=None):
+    """Tile already-written PNG figures into one figure (e.g. one per run of a study).
+
+    Args:
+      cells: ``{(row, column): path to a PNG}``; missing cells stay empty.
+      rows, columns: the grid size.
+      row_labels, column_labels: text at the left of each row / top of each column.
+      cell_width: inches per column (default: 4, or 9 for wide images such as the
+        four-panel two-moons figure); heights follow the images' aspect ratio.
+
+    Returns the Figure.
+    """
+    if not cells:
+        raise ValueError("cells: expected at least one {(row, column): png path}")
+    images = {}
+    for (row, col), path in cells.items():
+        if not (0 <= row < rows and 0 <= col < columns):
+            raise ValueError(f"cells: ({row}, {col}) is outside a {rows}×{columns} grid")
+        images[(row, col)] = plt.imread(path)
+    aspect = max(image.shape[0] / image.shape[1] for image in images.values())
+    cell_width = cell_width or (9.0 if aspect < 0.4 else 4.0)
+    fig, axes = plt.subplots(rows, columns, squeeze=False, layout="constrained",
+                             figsize=(cell_width * columns, cell_width * aspect * rows + 0.4))
+    for (row, col), ax in np.ndenumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if (row, col) in images:
+            ax.imshow(images[(row, col)])
+        if row_labels and col == 0:
+            ax.set_ylabel(row_labels[row], fontsize=11)
+        if column_labels and row == 0:
+            ax.set_title(column_labels[col], fontsize=11)
+    return _finish(fig, title)
 
 
 # --------------------------------------------------------------------------- Fig. 5

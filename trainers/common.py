@@ -16,95 +16,118 @@ _DEFAULTS = ModelConfig()
 PROGRESS = {"bar": 1, "epoch": 2, "none": 0}  # Keras `verbose` values
 
 
-def define_model_flags():
+def define_model_flags(flag_values=FLAGS):
     """Flags for every ModelConfig field; dataset-dependent ones default to None."""
-    flags.DEFINE_enum("dataset", "moons", list(DATASET_DEFAULTS), "Training data.")
+    flags.DEFINE_enum("dataset", "moons", list(DATASET_DEFAULTS), "Training data.",
+                      flag_values=flag_values)
     flags.DEFINE_string("data_dir", None, "Directory of the data (tfds data_dir, or IDX "
-                        "files for fashion_mnist).")
+                        "files for fashion_mnist).", flag_values=flag_values)
     flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "offline", "idx"],
-                      "Where to read the data from; auto never downloads.")
+                      "Where to read the data from; auto never downloads.",
+                      flag_values=flag_values)
     flags.DEFINE_enum("regularizer", _DEFAULTS.regularizer, list(objectives.REGULARIZERS),
-                      "Which regularized objective to train.")
+                      "Which regularized objective to train.", flag_values=flag_values)
     flags.DEFINE_enum("prior", _DEFAULTS.prior, ["normal", "decoupled"],
-                      "Standard normal prior, or the decoupled (RealNVP) prior.")
+                      "Standard normal prior, or the decoupled (RealNVP) prior.",
+                      flag_values=flag_values)
     flags.DEFINE_integer("latent_dim", None, "Latent size L (default: per dataset).",
-                         lower_bound=1)
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_enum("architecture", None, list(networks.ARCHITECTURES),
-                      "Encoder/decoder (default: per dataset).")
+                      "Encoder/decoder (default: per dataset).", flag_values=flag_values)
     flags.DEFINE_enum("likelihood", None, list(likelihoods.LIKELIHOODS),
-                      "Decoder likelihood (default: per dataset).")
+                      "Decoder likelihood (default: per dataset).", flag_values=flag_values)
     flags.DEFINE_float("gaussian_scale", None, "Gaussian likelihood scale (initial value "
-                       "if learned).", lower_bound=1e-6)
-    flags.DEFINE_boolean("learn_gaussian_scale", None, "Learn the Gaussian scale.")
+                       "if learned).", lower_bound=1e-6, flag_values=flag_values)
+    flags.DEFINE_boolean("learn_gaussian_scale", None, "Learn the Gaussian scale.",
+                         flag_values=flag_values)
     flags.DEFINE_integer("flow_blocks", _DEFAULTS.flow_blocks, "Coupling blocks K.",
-                         lower_bound=1)
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("flow_hidden_units", _DEFAULTS.flow_hidden_units,
-                         "Width of the s and t networks.", lower_bound=1)
+                         "Width of the s and t networks.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("flow_hidden_layers", _DEFAULTS.flow_hidden_layers,
-                         "Hidden layers of the s and t networks.", lower_bound=1)
+                         "Hidden layers of the s and t networks.", lower_bound=1,
+                         flag_values=flag_values)
     flags.DEFINE_string("flow_masks", _DEFAULTS.flow_masks,
                         f"Coupling masks: one of {priors.MASK_KINDS} or 0/1 strings "
-                        "separated by commas, e.g. 10,01.")
+                        "separated by commas, e.g. 10,01.", flag_values=flag_values)
     flags.DEFINE_boolean("flow_bound_shift", _DEFAULTS.flow_bound_shift,
-                         "Bound the coupling shift t with tanh (the official code does).")
+                         "Bound the coupling shift t with tanh (the official code does).",
+                         flag_values=flag_values)
     flags.DEFINE_boolean("analytic_kl", _DEFAULTS.analytic_kl,
-                         "Closed-form KL under the standard normal prior.")
+                         "Closed-form KL under the standard normal prior.",
+                         flag_values=flag_values)
     flags.DEFINE_integer("kl_samples", _DEFAULTS.kl_samples,
-                         "Monte Carlo samples of the KL (decoupled prior).", lower_bound=1)
-    flags.DEFINE_float("beta", _DEFAULTS.beta, "beta_h: KL weight β.", lower_bound=0)
+                         "Monte Carlo samples of the KL (decoupled prior).", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_float("beta", _DEFAULTS.beta, "beta_h: KL weight β.", lower_bound=0,
+                       flag_values=flag_values)
     flags.DEFINE_float("capacity_gamma", _DEFAULTS.capacity_gamma, "beta_b: γ.",
-                       lower_bound=0)
+                       lower_bound=0, flag_values=flag_values)
     flags.DEFINE_float("capacity_max", _DEFAULTS.capacity_max, "beta_b: C_max (nats).",
-                       lower_bound=0)
+                       lower_bound=0, flag_values=flag_values)
     flags.DEFINE_integer("capacity_stop_steps", _DEFAULTS.capacity_stop_steps,
-                         "beta_b: steps until C reaches C_max.", lower_bound=1)
-    flags.DEFINE_float("tc_alpha", _DEFAULTS.tc_alpha, "beta_tc: MI weight α.")
-    flags.DEFINE_float("tc_beta", _DEFAULTS.tc_beta, "beta_tc: TC weight β.")
-    flags.DEFINE_float("tc_gamma", _DEFAULTS.tc_gamma, "beta_tc: dimension-wise KL weight γ.")
+                         "beta_b: steps until C reaches C_max.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_float("tc_alpha", _DEFAULTS.tc_alpha, "beta_tc: MI weight α.",
+                       flag_values=flag_values)
+    flags.DEFINE_float("tc_beta", _DEFAULTS.tc_beta, "beta_tc: TC weight β.",
+                       flag_values=flag_values)
+    flags.DEFINE_float("tc_gamma", _DEFAULTS.tc_gamma, "beta_tc: dimension-wise KL weight γ.",
+                       flag_values=flag_values)
     flags.DEFINE_float("factor_gamma", _DEFAULTS.factor_gamma,
-                       "factor: TC weight γ (per-example; Table 2's 1000 at batch 100).")
-    flags.DEFINE_float("info_alpha", _DEFAULTS.info_alpha, "info: α.")
+                       "factor: TC weight γ (per-example; Table 2's 1000 at batch 100).",
+                       flag_values=flag_values)
+    flags.DEFINE_float("info_alpha", _DEFAULTS.info_alpha, "info: α.", flag_values=flag_values)
     flags.DEFINE_float("info_lambda", _DEFAULTS.info_lambda,
-                       "info: λ (per-example; Table 2's 1000 at batch 100).")
+                       "info: λ (per-example; Table 2's 1000 at batch 100).",
+                       flag_values=flag_values)
     flags.DEFINE_float("mmd_bandwidth_sq", None, "info: RBF bandwidth h² (default L).",
-                       lower_bound=1e-9)
+                       lower_bound=1e-9, flag_values=flag_values)
     flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate.",
-                       lower_bound=0)
+                       lower_bound=0, flag_values=flag_values)
     flags.DEFINE_float("discriminator_learning_rate", _DEFAULTS.discriminator_learning_rate,
-                       "factor: the discriminator's Adam learning rate.", lower_bound=0)
+                       "factor: the discriminator's Adam learning rate.", lower_bound=0,
+                       flag_values=flag_values)
     flags.DEFINE_integer("batch_size", None, "Batch size (default: per dataset).",
-                         lower_bound=2)
-    flags.DEFINE_integer("seed", 0, "Seed of data order, initialisation and noise.")
+                         lower_bound=2, flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of data order, initialisation and noise.",
+                         flag_values=flag_values)
 
 
-def define_train_flags():
+def define_train_flags(flag_values=FLAGS):
     flags.DEFINE_string("model_dir", None, "Where checkpoints, config.json, TensorBoard "
-                        "events and samples go; reuse it to resume.", required=True)
-    flags.DEFINE_integer("train_steps", 10_000, "Total optimizer steps.", lower_bound=1)
+                        "events and samples go; reuse it to resume.", required=True,
+                        flag_values=flag_values)
+    flags.DEFINE_integer("train_steps", 10_000, "Total optimizer steps.", lower_bound=1,
+                         flag_values=flag_values)
     flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.",
-                         lower_bound=1)
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("summary_every", 100, "Steps between TensorBoard scalars.",
-                         lower_bound=1)
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("sample_every", 1000, "Steps between TensorBoard sample images.",
-                         lower_bound=1)
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("steps_per_epoch", 500, "Steps per progress bar / validation.",
-                         lower_bound=1)
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("validation_steps", 10, "Validation batches per epoch.",
-                         lower_bound=1)
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
-                      "tf.distribute strategy; multi_worker reads TF_CONFIG.")
+                      "tf.distribute strategy; multi_worker reads TF_CONFIG.",
+                      flag_values=flag_values)
     flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices "
-                         "(to try --strategy=mirrored without GPUs).", lower_bound=0)
-    flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
+                         "(to try --strategy=mirrored without GPUs).", lower_bound=0,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.", lower_bound=1,
+                         flag_values=flag_values)
     flags.DEFINE_enum("progress", "bar", list(PROGRESS), "Console progress: a live bar, "
-                      "one line per epoch (for logs), or none.")
+                      "one line per epoch (for logs), or none.", flag_values=flag_values)
 
 
-def model_config_from_flags():
+def model_config_from_flags(flag_values=FLAGS):
     """ModelConfig from the flags, dataset defaults filling the unset ones."""
-    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ModelConfig)
-              if f.name in FLAGS and f.name not in ("input_shape", "num_train")}
-    for key, default in DATASET_DEFAULTS[FLAGS.dataset].items():
+    fv = flag_values
+    values = {f.name: getattr(fv, f.name) for f in dataclasses.fields(ModelConfig)
+              if f.name in fv and f.name not in ("input_shape", "num_train")}
+    for key, default in DATASET_DEFAULTS[fv.dataset].items():
         if values.get(key) is None:
             values[key] = default
     config = ModelConfig(**values)
@@ -121,7 +144,8 @@ def validate_model_config(config):
                          "two halves; use at least 4")
 
 
-def train_config_from_flags():
+def train_config_from_flags(flag_values=FLAGS):
+    FLAGS = flag_values  # noqa: N806 (the module-level name, or a private FlagValues)
     if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
         raise ValueError(f"--data_dir={FLAGS.data_dir}: no such directory")
     return TrainConfig(

@@ -1,0 +1,189 @@
+"""The study (trainers.study): a smoke study on two moons, and its tables and flags."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tf_dpvae import study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIGURES = ("leakage", "leakage_full", "samples", "moons_panels", "latent_line", "traversals")
+
+
+def _study(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "trainers.study", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _table_rows(markdown, header):
+    """The body rows (lists of cells) of the Markdown table that starts with ``header``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("study"))
+    result = _study("--datasets=moons", "--budget=smoke", "--seeds=1", f"--out={out}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
+def test_smoke_study_fills_every_cell(smoke_study):
+    out, _ = smoke_study
+    with open(os.path.join(out, "report.md")) as f:
+        report = f.read()
+    rows = _table_rows(report, "| Methods |")
+    assert [r[0] for r in rows] == ["VAE", "dpVAE", "β-VAE-H", "β-dpVAE-H", "β-VAE-B",
+                                    "β-dpVAE-B", "β-TCVAE", "β-TC-dpVAE", "FactorVAE",
+                                    "Factor-dpVAE", "InfoVAE", "Info-dpVAE"]
+    for row in rows:
+        assert len(row) == 5
+        for cell in row[1:]:
+            assert re.fullmatch(r"(\*\*)?-?[0-9.e+-]+(\*\*)?", cell), (row, cell)
+    for first, second in zip(rows[::2], rows[1::2]):   # exactly one bold per column
+        for a, b in zip(first[1:], second[1:]):
+            assert a.startswith("**") != b.startswith("**") or a.strip("*") == b.strip("*")
+    relative = _table_rows(report, "| Regularizer |")
+    assert len(relative) == 6
+    assert all(re.fullmatch(r"[+-]\d+ % / [+-]\d+ %", c) for r in relative for c in r[1:])
+    assert "python -m trainers.study --datasets=moons --budget=smoke" in report
+    assert "tensorflow 2." in report
+
+
+def test_smoke_study_writes_every_figure_and_time(smoke_study):
+    out, _ = smoke_study
+    for name in FIGURES:
+        path = os.path.join(out, "moons", f"{name}.png")
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
+        assert os.path.getsize(path) > 20_000, path
+    with open(os.path.join(out, "moons", "times.md")) as f:
+        times = f.read()
+    rows = _table_rows(times, "| run |")
+    assert len(rows) == 12
+    for row in rows:
+        assert row[1] == "done" and row[2] == "30"
+        assert float(row[3]) > 0 and float(row[5]) > 0
+    for regularizer in study.REGULARIZERS:
+        for prior in study.PRIORS:
+            directory = os.path.join(out, "moons", f"{regularizer}_{prior}", "seed0")
+            with open(os.path.join(directory, study.RUN_FILENAME)) as f:
+                record = json.load(f)
+            assert record["metrics"]["regularizer"] == regularizer
+            assert record["metrics"]["prior"] == prior
+            assert os.path.exists(os.path.join(directory, "eval", "metrics.json"))
+            assert record["command"].startswith("python -m trainers.fit --flagfile=")
+
+
+def test_rerun_skips_finished_runs(smoke_study):
+    out, _ = smoke_study
+    record = os.path.join(out, "moons", "info_decoupled", "seed0", study.RUN_FILENAME)
+    before = os.path.getmtime(record)
+    result = _study("--datasets=moons", "--budget=smoke", "--seeds=1", f"--out={out}",
+                    "--regularizers=info")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 runs, 2 already finished" in result.stdout
+    assert os.path.getmtime(record) == before
+
+
+def test_another_budget_in_the_same_out_is_refused(smoke_study):
+    out, _ = smoke_study
+    result = _study("--datasets=moons", "--budget=cpu", f"--out={out}", "--regularizers=vae")
+    assert result.returncode == 2
+    assert f"--out={out} holds a study run with other settings" in result.stderr
+    assert "budget: saved 'smoke', now 'cpu'" in result.stderr
+
+
+def test_bad_flags_fail_naming_them(tmp_path):
+    result = _study("--datasets=moons", "--regularizers=bogus", f"--out={tmp_path}")
+    assert result.returncode == 2 and "--regularizers: unknown ['bogus']" in result.stderr
+    result = _study("--datasets=nosuch", f"--out={tmp_path}")
+    assert result.returncode == 2 and "no flagfile" in result.stderr
+    assert not os.listdir(tmp_path)
+
+
+def _record(regularizer, prior, seed, status="done", **metrics):
+    return {"run": f"d/{regularizer}_{prior}/seed{seed}", "dataset": "d",
+            "regularizer": regularizer, "prior": prior, "seed": seed, "status": status,
+            "metrics": metrics, "train_seconds": 1.0, "eval_seconds": 1.0}
+
+
+def test_table_is_mean_and_sample_sd_with_the_better_of_each_pair_bold():
+    fids = {"normal": [10.0, 12.0, 17.0], "decoupled": [9.0, 9.5, 13.0]}
+    records = [_record("beta_h", prior, seed, fid=fid, fid_lp=20.0 - seed, skl=None,
+                       nll_nats=100.0 + (prior == "decoupled"))
+               for prior, values in fids.items() for seed, fid in enumerate(values)]
+    rows = _table_rows(study.dataset_table(records, ["beta_h"]), "| Methods |")
+    assert rows[0][0] == "β-VAE-H" and rows[1][0] == "β-dpVAE-H"
+    for row, prior in zip(rows, ("normal", "decoupled")):
+        mean, sd = np.mean(fids[prior]), np.std(fids[prior], ddof=1)
+        assert row[1].strip("*") == f"{mean:.4g} ± {sd:.2g}"
+    assert rows[1][1].startswith("**") and not rows[0][1].startswith("**")
+    assert not rows[0][2].startswith("**") and not rows[1][2].startswith("**")  # a tie
+    assert rows[0][3] == rows[1][3] == "–"                                      # no sKL
+    assert rows[0][4].startswith("**") and not rows[1][4].startswith("**")
+
+
+def test_table_marks_diverged_seeds():
+    records = [_record("info", "normal", 0, fid=1.0, fid_lp=1.0, skl=1.0, nll_nats=1.0),
+               _record("info", "decoupled", 0, fid=2.0, fid_lp=2.0, skl=2.0, nll_nats=2.0),
+               _record("info", "decoupled", 1, status="diverged"),
+               _record("factor", "normal", 0, status="diverged"),
+               _record("factor", "decoupled", 0, fid=3.0, fid_lp=3.0, skl=3.0, nll_nats=3.0)]
+    rows = _table_rows(study.dataset_table(records, ["info", "factor"]), "| Methods |")
+    assert rows[1][1] == "2 (1 of 2 seeds)"
+    assert rows[2][1:] == ["diverged"] * 4
+    assert rows[3][1] == "3"          # nothing to compare with: not bold
+
+
+def test_relative_change_against_the_papers_mnist_column():
+    records = [_record("vae", "normal", 0, fid=100.0, fid_lp=50.0, skl=2.0, nll_nats=80.0),
+               _record("vae", "decoupled", 0, fid=90.0, fid_lp=60.0, skl=1.0, nll_nats=80.0)]
+    rows = _table_rows(study.relative_change_table(records, ["vae"]), "| Regularizer |")
+    # Paper, VAE on MNIST: FID 137.4 -> 129.0 (-6 %), LP 165.0 -> 153.1 (-7 %),
+    # sKL 1.26 -> 0.88 (-30 %), NLL 3.56 -> 3.53 (-1 %).
+    assert rows == [["VAE", "-10 % / -6 %", "+20 % / -7 %", "-50 % / -30 %", "+0 % / -1 %"]]
+
+
+def test_cpu_budget_training_flags(tmp_path):
+    spec = study.RunSpec("mnist", "beta_b", "decoupled", 1)
+    args = study.training_args(spec, study.BUDGETS["cpu"], str(tmp_path))
+    model_config, train_config = study.configs_from_args(args)
+    assert train_config.train_steps == 2500
+    assert train_config.model_dir == os.path.join(str(tmp_path), "mnist", "beta_b_decoupled",
+                                                  "seed1")
+    assert model_config.seed == 1 and model_config.learning_rate == 1e-3
+    assert model_config.capacity_stop_steps == 2500   # 100,000 compressed 40×
+    assert model_config.capacity_max == 25.0 and model_config.prior == "decoupled"
+    assert train_config.checkpoint_every == 2000
+    # Moons at the cpu budget: the shipped flagfile exactly (10,000 steps, lr 1e-3).
+    spec = study.RunSpec("moons", "beta_b", "normal", 0)
+    model_config, train_config = study.configs_from_args(
+        study.training_args(spec, study.BUDGETS["cpu"], str(tmp_path)))
+    assert train_config.train_steps == 10_000 and model_config.capacity_stop_steps == 10_000
+    assert model_config.learning_rate == 1e-3
+    # The paper budget keeps the flagfile's 100,000 steps and learning rate.
+    spec = study.RunSpec("fashion_mnist", "factor", "normal", 0)
+    model_config, train_config = study.configs_from_args(
+        study.training_args(spec, study.BUDGETS["paper"], str(tmp_path)))
+    assert train_config.train_steps == 100_000 and model_config.learning_rate == 1e-4
+
+
+def test_plan_orders_pairs_together():
+    specs = study.plan(["moons"], ["vae", "info"], seeds=2)
+    assert [(s.regularizer, s.prior, s.seed) for s in specs] == [
+        ("vae", "normal", 0), ("vae", "decoupled", 0), ("info", "normal", 0),
+        ("info", "decoupled", 0), ("vae", "normal", 1), ("vae", "decoupled", 1),
+        ("info", "normal", 1), ("info", "decoupled", 1)]

@@ -1,0 +1,498 @@
+"""The study behind ``python -m trainers.study``: every regularizer with both priors.
+
+One *run* is (dataset, regularizer, prior, seed): train it with the shipped flagfile
+``trainers/configs/<dataset>/<regularizer>_<prior>.flags`` at the chosen budget, then
+evaluate it (:func:`tf_dpvae.evaluation.evaluate`). Runs live in
+``<out>/<dataset>/<regularizer>_<prior>/seed<k>/`` and end with ``study_run.json``; a
+run that has one is skipped when the study is started again, a run without one
+resumes its training from its last checkpoint.
+
+The report (:func:`write_report`) reads only those files: per dataset a table in the
+layout of the paper's Table 1 (mean ± sample standard deviation over seeds, the better
+prior of each pair in bold), the relative change the decoupled prior makes next to the
+paper's, run times, overlaid leakage curves (paper Fig. 4), sample and LP-sample grids
+(Fig. 5), the two-moons panels (Figs. 1 and 3) and the L = 2 latent line (Fig. 6).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+
+import numpy as np
+
+REGULARIZERS = ("vae", "beta_h", "beta_b", "beta_tc", "factor", "info")
+PRIORS = ("normal", "decoupled")
+COLUMNS = (("fid", "FID"), ("fid_lp", "FID (LP)"), ("skl", "sKL"), ("nll_nats", "NLL (nats)"))
+RUN_FILENAME = "study_run.json"
+STUDY_FILENAME = "study.json"
+CONFIG_DIR = os.path.join("trainers", "configs")  # flagfiles name each other from the repo root
+
+# The paper's Table 1, MNIST columns (Inception FIDs; NLL ×10³): only for the relative
+# change the decoupled prior makes there, next to ours. {regularizer: (standard, dp)}.
+PAPER_MNIST = {
+    "vae": ((137.4, 165.0, 1.26, 3.56), (129.0, 153.1, 0.88, 3.53)),
+    "beta_h": ((144.2, 163.1, 4.49, 4.12), (127.1, 127.4, 1.07, 2.98)),
+    "beta_b": ((130.8, 163.6, 2.74, 3.11), (113.3, 114.1, 1.32, 2.80)),
+    "beta_tc": ((149.8, 200.3, 4.48, 2.91), (133.3, 133.1, 2.07, 2.70)),
+    "factor": ((130.5, 191.2, 1.04, 3.50), (120.8, 121.3, 0.85, 3.60)),
+    "info": ((128.7, 133.2, 2.89, 2.88), (110.1, 110.5, 1.70, 2.81)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long each run trains and how much the evaluation draws.
+
+    ``steps`` and ``learning_rate`` map a dataset to its value (key ``"*"`` for the
+    rest); a learning rate of None keeps the flagfile's. When a budget trains fewer
+    steps than the flagfile, β-VAE-B's capacity schedule is compressed by the same
+    factor (C reaches C_max at the same fraction of the run).
+    """
+
+    name: str
+    steps: dict
+    learning_rate: dict
+    eval_options: dict
+    description: str
+
+    def steps_for(self, dataset):
+        return self.steps.get(dataset, self.steps["*"])
+
+    def learning_rate_for(self, dataset):
+        return self.learning_rate.get(dataset, self.learning_rate.get("*"))
+
+
+BUDGETS = {
+    "smoke": Budget(
+        "smoke", steps={"*": 30}, learning_rate={"*": 1e-3},
+        eval_options=dict(num_samples=300, skl_samples=300, nll_samples=5,
+                          nll_max_examples=20, leakage_samples=500, max_examples=1000),
+        description="seconds per run, for the tests: checks that everything runs and "
+                    "is written, not what the numbers are"),
+    "cpu": Budget(
+        "cpu", steps={"moons": 10_000, "*": 2_500},
+        learning_rate={"moons": None, "*": 1e-3},
+        eval_options=dict(num_samples=10_000, skl_samples=5000, nll_samples=100,
+                          nll_max_examples=500, leakage_samples=10_000),
+        description="what a 2-core CPU finishes in about an hour per dataset (two seeds "
+                    "of 12 runs): the shipped moons flagfiles as they are (10,000 steps); "
+                    "images 2,500 steps instead of 100,000, at learning rate 1e-3 instead "
+                    "of 1e-4 (the same for both priors)"),
+    "paper": Budget(
+        "paper", steps={"*": 100_000}, learning_rate={"*": None},
+        eval_options=dict(num_samples=10_000, skl_samples=5000, nll_samples=1000,
+                          nll_max_examples=1000, leakage_samples=10_000),
+        description="the paper's 100,000 iterations with the flagfiles' settings"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    regularizer: str
+    prior: str
+    seed: int
+
+    @property
+    def name(self):
+        return f"{self.dataset}/{self.regularizer}_{self.prior}/seed{self.seed}"
+
+    def directory(self, out):
+        return os.path.join(out, self.dataset, f"{self.regularizer}_{self.prior}",
+                            f"seed{self.seed}")
+
+    def flagfile(self):
+        return os.path.join(CONFIG_DIR, self.dataset, f"{self.regularizer}_{self.prior}.flags")
+
+
+def plan(datasets, regularizers=REGULARIZERS, priors=PRIORS, seeds=1):
+    """Every run, ordered so that the two priors of a pair run next to each other and
+    a whole seed of a dataset finishes before the next seed starts."""
+    specs = [RunSpec(d, r, p, s) for d in datasets for s in range(seeds)
+             for r in regularizers for p in priors]
+    if not os.path.isdir(CONFIG_DIR):
+        raise FileNotFoundError(f"{CONFIG_DIR}: not found; run the study from the "
+                                "repository root (the flagfiles name each other from there)")
+    for spec in specs:
+        if not os.path.exists(spec.flagfile()):
+            raise ValueError(f"--datasets/--regularizers: no flagfile {spec.flagfile()}")
+    return specs
+
+
+def finished(spec, out):
+    """The run's record if it finished (trained and evaluated, or diverged), else None."""
+    path = os.path.join(spec.directory(out), RUN_FILENAME)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_study_dir(out, budget, datasets_flags):
+    """Refuse to mix budgets (or data options) in one --out; record them otherwise."""
+    path = os.path.join(out, STUDY_FILENAME)
+    wanted = {"budget": budget.name, **datasets_flags}
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        diffs = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in wanted.items()
+                 if saved.get(k) != v]
+        if diffs:
+            raise ValueError(f"--out={out} holds a study run with other settings "
+                             f"({'; '.join(diffs)}); use another --out")
+    os.makedirs(out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(wanted, f, indent=2)
+
+
+def training_args(spec, budget, out, *, data_dir=None, data_source="auto",
+                  progress="epoch"):
+    """Command-line flags that train ``spec``: its flagfile plus the budget's overrides."""
+    flagfile = spec.flagfile()
+    base_model, base_train = configs_from_args(
+        [f"--flagfile={flagfile}", f"--model_dir={spec.directory(out)}"])
+    steps = budget.steps_for(spec.dataset)
+    args = [f"--flagfile={flagfile}", f"--model_dir={spec.directory(out)}",
+            f"--seed={spec.seed}", f"--train_steps={steps}", f"--progress={progress}",
+            f"--data_source={data_source}"]
+    if data_dir:
+        args.append(f"--data_dir={data_dir}")
+    learning_rate = budget.learning_rate_for(spec.dataset)
+    if learning_rate is not None:
+        args.append(f"--learning_rate={learning_rate}")
+    flag_steps = base_train.train_steps
+    if steps < flag_steps:
+        capacity = base_model.capacity_stop_steps
+        args.append(f"--capacity_stop_steps={max(1, round(capacity * steps / flag_steps))}")
+    for name in ("checkpoint_every", "sample_every", "summary_every", "steps_per_epoch"):
+        if getattr(base_train, name) > steps:
+            args.append(f"--{name}={steps}")
+    return args
+
+
+def configs_from_args(args):
+    """(ModelConfig, TrainConfig) exactly as ``trainers.fit`` would build them."""
+    from absl import flags as absl_flags
+
+    from trainers import common
+
+    values = absl_flags.FlagValues()
+    common.define_model_flags(values)
+    common.define_train_flags(values)
+    values(["study"] + list(args))
+    return common.model_config_from_flags(values), common.train_config_from_flags(values)
+
+
+def run_one(spec, budget, out, *, data_dir=None, data_source="auto", extractor="classifier",
+            features_dir=None, progress="epoch"):
+    """Train and evaluate one run (resuming either); write and return its record."""
+    import keras
+    import tensorflow as tf
+
+    from tf_dpvae import callbacks as cbs
+    from tf_dpvae import data as data_lib
+    from tf_dpvae import evaluation, training
+
+    directory = spec.directory(out)
+    args = training_args(spec, budget, out, data_dir=data_dir, data_source=data_source,
+                         progress=progress)
+    model_config, train_config = configs_from_args(args)
+    record = {"run": spec.name, **dataclasses.asdict(spec), "budget": budget.name,
+              "train_steps": train_config.train_steps, "flags": args,
+              "command": "python -m trainers.fit " + " ".join(args)}
+    latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+    record["resumed_from_step"] = int(latest.rsplit("-", 1)[1]) if latest else 0
+    keras.backend.clear_session()
+    started = time.time()
+    try:
+        summary = training.train(model_config, train_config)
+    except cbs.TrainingDivergedError as error:
+        record.update(status="diverged", message=str(error),
+                      train_seconds=round(time.time() - started, 1))
+        _write_record(directory, record)
+        return record
+    record.update(train_seconds=round(time.time() - started, 1), step=summary["step"],
+                  steps_per_second=summary.get("steps_per_second"))
+
+    started = time.time()
+    model = training.restore_model(directory)
+    dataset = data_lib.load(model.config.dataset, data_dir=data_dir, source=data_source,
+                            seed=model.config.seed)
+    features = None
+    if len(model.config.input_shape) > 1:
+        from tf_dpvae.metrics import features as features_lib
+        features = features_lib.make_extractor(extractor, model.config.dataset,
+                                               features_dir=features_dir)
+    options = evaluation.EvalOptions(seed=spec.seed, verbose=progress != "none",
+                                     **budget.eval_options)
+    results, figs = evaluation.evaluate(model, dataset, options, features)
+    results["step"] = record["step"]
+    eval_dir = os.path.join(directory, "eval")
+    os.makedirs(eval_dir, exist_ok=True)
+    with open(os.path.join(eval_dir, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    written = evaluation.save_figures(figs, eval_dir)
+    record.update(status="done", eval_seconds=round(time.time() - started, 1),
+                  metrics=results, figures={k: os.path.relpath(p, out)
+                                            for k, (p, _) in written.items()})
+    _write_record(directory, record)
+    return record
+
+
+def _write_record(directory, record):
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, RUN_FILENAME + ".tmp")
+    with open(temporary, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(temporary, os.path.join(directory, RUN_FILENAME))
+
+
+# --------------------------------------------------------------------------- report
+def mean_spread(values):
+    """(mean, sample standard deviation or None for one value) of the finite values."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        return None, None
+    mean = float(np.mean(values))
+    return mean, (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def _format(mean, spread):
+    text = f"{mean:.4g}"
+    return text if spread is None else f"{text} ± {spread:.2g}"
+
+
+def dataset_table(records, regularizers=REGULARIZERS):
+    """Markdown in the layout of the paper's Table 1 for one dataset's run records.
+
+    Each cell is mean ± sample sd over the seeds that finished; the lower mean of each
+    (standard, decoupled) pair is bold. A cell lists how many seeds it holds when some
+    diverged; a run with no finished seed reads "diverged".
+    """
+    from tf_dpvae.evaluation import DISPLAY_NAMES
+
+    lines = ["| Methods | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for regularizer in regularizers:
+        pair = {}
+        for prior in PRIORS:
+            runs = [r for r in records if r["regularizer"] == regularizer
+                    and r["prior"] == prior]
+            if not runs:
+                continue
+            done = [r for r in runs if r.get("status") == "done"]
+            pair[prior] = (runs, {key: mean_spread([r["metrics"].get(key) for r in done])
+                                  for key, _ in COLUMNS})
+        for prior, (runs, cells) in pair.items():
+            other = pair.get(PRIORS[1 - PRIORS.index(prior)])
+            name = DISPLAY_NAMES[regularizer][PRIORS.index(prior)]
+            done = sum(r.get("status") == "done" for r in runs)
+            row = []
+            for key, _ in COLUMNS:
+                mean, spread = cells[key]
+                if mean is None:
+                    row.append("diverged" if done == 0 else "–")
+                    continue
+                text = _format(mean, spread)
+                if done < len(runs):
+                    text += f" ({done} of {len(runs)} seeds)"
+                other_mean = other[1][key][0] if other else None
+                if other_mean is not None and mean < other_mean:
+                    text = f"**{text}**"
+                row.append(text)
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def relative_change_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST):
+    """(dp − standard) / standard of each metric's mean, in %, ours next to the
+    paper's MNIST column (negative = the decoupled prior is better)."""
+    lines = ["| Regularizer | " + " | ".join(f"{t}: ours / paper" for _, t in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    from tf_dpvae.evaluation import DISPLAY_NAMES
+    for regularizer in regularizers:
+        means = {}
+        for prior in PRIORS:
+            done = [r for r in records if r["regularizer"] == regularizer
+                    and r["prior"] == prior and r.get("status") == "done"]
+            means[prior] = [mean_spread([r["metrics"].get(k) for r in done])[0]
+                            for k, _ in COLUMNS]
+        cells = []
+        for i in range(len(COLUMNS)):
+            ours = _relative(means["normal"][i], means["decoupled"][i])
+            theirs = (_relative(paper[regularizer][0][i], paper[regularizer][1][i])
+                      if regularizer in paper else None)
+            cells.append(f"{_percent(ours)} / {_percent(theirs)}")
+        lines.append(f"| {DISPLAY_NAMES[regularizer][0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _relative(standard, decoupled):
+    if standard is None or decoupled is None or standard == 0:
+        return None
+    return 100.0 * (decoupled - standard) / abs(standard)
+
+
+def _percent(value):
+    return "–" if value is None else f"{value:+.0f} %"
+
+
+def times_table(records):
+    """Per run: steps, training and evaluation wall time, training speed."""
+    lines = ["| run | status | steps | train (s) | steps/s | eval (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: r["run"]):
+        resumed = (f" (resumed at {r['resumed_from_step']})"
+                   if r.get("resumed_from_step") else "")
+        lines.append(f"| {r['run']} | {r.get('status')} | {r.get('step', '–')} | "
+                     f"{r.get('train_seconds', '–')}{resumed} | "
+                     f"{r.get('steps_per_second') or '–'} | {r.get('eval_seconds', '–')} |")
+    total = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in records)
+    lines.append(f"\nTotal: {total / 60:.1f} minutes of run time over {len(records)} runs "
+                 "(training + evaluation; runs started in parallel overlap).")
+    return "\n".join(lines) + "\n"
+
+
+def _first_seed_figure(records, regularizer, prior, name, out):
+    runs = sorted((r for r in records if r["regularizer"] == regularizer
+                   and r["prior"] == prior and r.get("status") == "done"),
+                  key=lambda r: r["seed"])
+    for r in runs:
+        path = os.path.join(out, r.get("figures", {}).get(name, ""))
+        if r.get("figures", {}).get(name) and os.path.exists(path):
+            return path
+    return None
+
+
+def dataset_figures(records, out, dataset, regularizers=REGULARIZERS):
+    """Write the dataset's study figures into ``<out>/<dataset>/``; returns their paths."""
+    from tf_dpvae import figures, plots
+    from tf_dpvae.evaluation import DISPLAY_NAMES
+
+    directory = os.path.join(out, dataset)
+    os.makedirs(directory, exist_ok=True)
+    written = {}
+    for key, variant in (("leakage", "paper definition"), ("leakage_full", "full density")):
+        panels = {}
+        for regularizer in regularizers:
+            curves = {}
+            for prior in PRIORS:
+                for r in sorted(records, key=lambda r: r["seed"]):
+                    if (r["regularizer"], r["prior"]) != (regularizer, prior) \
+                            or r.get("status") != "done" or not r["metrics"].get(key):
+                        continue
+                    label = f"{DISPLAY_NAMES[regularizer][PRIORS.index(prior)]} " \
+                            f"seed {r['seed']}"
+                    curves[label] = {float(t): s for t, s in r["metrics"][key].items()}
+            if curves:
+                panels[DISPLAY_NAMES[regularizer][0]] = curves
+        if panels:
+            fig = figures.leakage_panels(
+                panels, title=f"{dataset}: leakage score LS(τ), {variant} "
+                              "(standard prior: solid; decoupled: dashed)")
+            written[key] = plots.save_png(plots.figure_png(fig),
+                                          os.path.join(directory, f"{key}.png"))
+    for name, title in (("samples", "generated (Gen) and low-posterior (LP-Gen) samples"),
+                        ("moons_panels", "data, q(z) with LP (x) and HP (+) samples, "
+                                         "generation space, samples"),
+                        ("latent_line", "a straight line in z0 and its image in z"),
+                        ("traversals", "traversals of each latent dimension")):
+        cells = {}
+        for row, regularizer in enumerate(regularizers):
+            for col, prior in enumerate(PRIORS):
+                path = _first_seed_figure(records, regularizer, prior, name, out)
+                if path:
+                    cells[(row, col)] = path
+        if not cells:
+            continue
+        row_labels = [DISPLAY_NAMES[r][0].replace("VAE", "VAE") for r in regularizers]
+        col_labels = ["standard normal prior", "decoupled prior"]
+        fig = figures.montage(cells, rows=len(regularizers), columns=len(PRIORS),
+                              row_labels=row_labels, column_labels=col_labels,
+                              title=f"{dataset}: {title} (first seed)")
+        written[name] = plots.save_png(plots.figure_png(fig),
+                                       os.path.join(directory, f"{name}.png"))
+    return written
+
+
+def versions():
+    """Library versions and the machine, for the report."""
+    import importlib.metadata as metadata
+    names = ("tensorflow", "keras", "tensorflow-probability", "numpy", "scipy",
+             "scikit-learn", "matplotlib")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    found["python"] = platform.python_version()
+    found["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU(s)"
+    return found
+
+
+def load_records(out, datasets, regularizers=REGULARIZERS, seeds=None):
+    """Every finished run record under ``out`` for these datasets (all seeds found)."""
+    records = []
+    for dataset in datasets:
+        for regularizer in regularizers:
+            for prior in PRIORS:
+                base = os.path.join(out, dataset, f"{regularizer}_{prior}")
+                if not os.path.isdir(base):
+                    continue
+                for entry in sorted(os.listdir(base)):
+                    path = os.path.join(base, entry, RUN_FILENAME)
+                    if entry.startswith("seed") and os.path.exists(path):
+                        with open(path) as f:
+                            record = json.load(f)
+                        if seeds is None or record["seed"] < seeds:
+                            records.append(record)
+    return records
+
+
+def write_report(out, datasets, budget, command, regularizers=REGULARIZERS, seeds=None):
+    """``<out>/report.md`` (+ per-dataset ``table.md`` and figures); returns the text."""
+    records = load_records(out, datasets, regularizers, seeds)
+    parts = [f"# dpVAE study: `{budget.name}` budget\n",
+             f"Command: `{command}`\n",
+             f"Budget: {budget.description}. Evaluation: "
+             + ", ".join(f"{k}={v}" for k, v in budget.eval_options.items()) + ".\n",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".\n"]
+    for dataset in datasets:
+        mine = [r for r in records if r["dataset"] == dataset]
+        if not mine:
+            continue
+        done = [r for r in mine if r.get("status") == "done"]
+        seeds_found = sorted({r["seed"] for r in mine})
+        table = dataset_table(mine, regularizers)
+        relative = relative_change_table(mine, regularizers)
+        figs = dataset_figures(mine, out, dataset, regularizers)
+        first = done[0]["metrics"] if done else {}
+        notes = [f"{len(seeds_found)} seed(s) ({', '.join(map(str, seeds_found))}); "
+                 f"{mine[0].get('train_steps')} training steps per run"]
+        if first.get("feature_extractor"):
+            notes.append(f"FID features: {first['feature_extractor']}, "
+                         f"{first.get('num_samples')} generated samples against "
+                         f"{first.get('num_real')} test examples")
+        if first.get("nll_data"):
+            notes.append(f"NLL: {first['nll_data']}, K = "
+                         f"{first.get('nll_importance_samples')} importance samples")
+        with open(os.path.join(out, dataset, "table.md"), "w") as f:
+            f.write(table + "\n" + relative)
+        with open(os.path.join(out, dataset, "times.md"), "w") as f:
+            f.write(times_table(mine))
+        parts.append(f"\n## {dataset}\n\n" + "; ".join(notes) + ".\n\n" + table)
+        parts.append("\nRelative change with the decoupled prior, (dp − standard) / "
+                     "standard of the means; negative = better with the decoupled prior. "
+                     "Paper: Table 1, MNIST columns.\n\n" + relative)
+        for name, path in figs.items():
+            parts.append(f"\n![{dataset} {name}]({os.path.relpath(path, out)})\n")
+        parts.append(f"\n<details><summary>run times</summary>\n\n{times_table(mine)}"
+                     "\n</details>\n")
+    text = "\n".join(parts)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(text)
+    return text
