@@ -187,3 +187,14 @@ def test_plan_orders_pairs_together():
         ("vae", "normal", 0), ("vae", "decoupled", 0), ("info", "normal", 0),
         ("info", "decoupled", 0), ("vae", "normal", 1), ("vae", "decoupled", 1),
         ("info", "normal", 1), ("info", "decoupled", 1)]
+
+
+def test_parallel_jobs_give_the_same_runs(tmp_path):
+    result = _study("--datasets=moons", "--budget=smoke", "--seeds=1", "--regularizers=vae",
+                    "--jobs=2", f"--out={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 worker processes" in result.stdout
+    for prior in study.PRIORS:
+        record = study.finished(study.RunSpec("moons", "vae", prior, 0), str(tmp_path))
+        assert record["status"] == "done" and record["step"] == 30
+        assert record["metrics"]["fid"] > 0
