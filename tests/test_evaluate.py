@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,3 +95,20 @@ def test_evaluate_without_a_trained_model_fails_clearly(tmp_path):
     result = _run("trainers.evaluate", f"--model_dir={tmp_path}", check=False)
     assert result.returncode == 2
     assert "--model_dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_inspect_lp_reports_lp_statistics_and_the_rate_split(moons_runs, tmp_path):
+    out = tmp_path / "lp.json"
+    result = _run("trainers.inspect_lp", str(moons_runs["normal"]),
+                  str(moons_runs["decoupled"]), "--num_candidates=2000", "--num_keep=400",
+                  f"--output={out}")
+    assert "| model | rate (nats) | I(x; z) | KL[q(z) ‖ p(z)] | log N |" in result.stdout
+    stats = json.loads(out.read_text())
+    for model_dir in moons_runs.values():
+        rate = stats[str(model_dir)]["rate"]
+        assert rate["log_n"] == pytest.approx(np.log(rate["num_examples"]))
+        assert 0 <= rate["mutual_information"] <= rate["log_n"] + 1e-6
+        assert rate["rate"] == pytest.approx(rate["mutual_information"] + rate["kl_qp"])
+        lp = stats[str(model_dir)]["lp"]
+        assert lp["log_q"]["median"] >= stats[str(model_dir)]["prior_draws"]["log_q"]["median"]
+    assert "round_trip_error" in stats[str(moons_runs["decoupled"])]["lp"]

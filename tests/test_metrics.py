@@ -460,3 +460,28 @@ def test_default_taus():
     assert len(taus) == 11 and np.all(np.diff(taus) > 0)
     assert taus[-1] == pytest.approx(-math.log(2 * math.pi))     # max of log N(z; 0, I)
     assert taus[0] == pytest.approx(-math.log(2 * math.pi) - 0.5 * (math.sqrt(2) + 6) ** 2)
+
+
+# --------------------------------------------------------------------- rate decomposition
+def test_rate_matches_the_closed_form_kl_for_the_standard_prior(float64):
+    rng = np.random.default_rng(11)
+    means = rng.normal(size=(4000, 2)).astype(np.float64)
+    log_vars = rng.normal(-1.0, 0.5, size=(4000, 2))
+    out = divergence.rate_decomposition(priors.make_prior("normal", 2), means, log_vars,
+                                        seed=3)
+    closed_form = np.mean(0.5 * np.sum(means**2 + np.exp(log_vars) - 1 - log_vars, axis=1))
+    assert abs(out["rate"] - closed_form) < 4 * out["rate_se"]
+    assert out["rate"] == pytest.approx(out["mutual_information"] + out["kl_qp"], abs=1e-9)
+    assert 0.0 < out["mutual_information"] < out["log_n"] == pytest.approx(math.log(4000))
+
+
+def test_mutual_information_limits(float64):
+    prior = priors.make_prior("normal", 2)
+    # identical posteriors: q(z) = q(z|x), so I = 0 exactly and the rate is all mismatch
+    same = divergence.rate_decomposition(prior, np.full((50, 2), 0.7), np.full((50, 2), -1.0))
+    assert same["mutual_information"] == pytest.approx(0.0, abs=1e-9)
+    assert same["kl_qp"] == pytest.approx(same["rate"], abs=1e-9)
+    # far-apart needles: each z_n is explained by its own component only, I = log N
+    means = np.stack([np.arange(50) * 10.0, np.zeros(50)], axis=1)
+    apart = divergence.rate_decomposition(prior, means, np.full((50, 2), -8.0))
+    assert apart["mutual_information"] == pytest.approx(math.log(50), abs=1e-6)

@@ -6,8 +6,10 @@
 For each model: the LP set (the lowest-q ``--num_keep`` of ``--num_candidates`` prior
 draws, as in trainers.evaluate) against all prior draws — −log q(z), the Mahalanobis
 distance of z to the moment-matched Gaussian of q(z) (the encoded data's spread), ‖z0‖,
-and for the decoupled prior log|det ∂z/∂z0| and the round-trip error of g. Prints a
-Markdown table; ``--output`` also writes the numbers as JSON.
+and for the decoupled prior log|det ∂z/∂z0| and the round-trip error of g. A second
+table splits the rate (1/N) Σ KL[q(z|x) ‖ p(z)] into the mutual information I(x; z)
+(at most log N) and the prior mismatch KL[q(z) ‖ p(z)] (metrics.divergence). Prints
+Markdown tables; ``--output`` also writes the numbers as JSON.
 """
 
 import os
@@ -29,6 +31,8 @@ flags.DEFINE_string("data_dir", None, "As for trainers.fit.")
 flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "offline", "idx"],
                   "As for trainers.fit.")
 
+RATE_HEADER = ("| model | rate (nats) | I(x; z) | KL[q(z) ‖ p(z)] | log N |\n"
+               "|---|---|---|---|---|")
 HEADER = ("| model | set | −log q(z) median / p90 | Mahalanobis to q median / p90 / max "
           "| ‖z0‖ median / max | log det ∂z/∂z0 median / max | round trip |\n"
           "|---|---|---|---|---|---|---|")
@@ -51,10 +55,10 @@ def run(model_dirs):
     from tf_dpvae import data as data_lib
     from tf_dpvae.evaluation import display_name
     from tf_dpvae.metrics import aggregate as aggregate_lib
-    from tf_dpvae.metrics import lp_diagnostics
+    from tf_dpvae.metrics import divergence, lp_diagnostics
     from tf_dpvae.training import restore_model
 
-    rows, results = [HEADER], {}
+    rows, rate_rows, results = [HEADER], [RATE_HEADER], {}
     for model_dir in model_dirs:
         model = restore_model(model_dir)
         dataset = data_lib.load(model.config.dataset, data_dir=FLAGS.data_dir,
@@ -63,14 +67,18 @@ def run(model_dirs):
         stats = lp_diagnostics.lp_diagnostics(model.prior, means, log_vars,
                                               FLAGS.num_candidates, FLAGS.num_keep,
                                               FLAGS.seed)
+        stats["rate"] = rate = divergence.rate_decomposition(model.prior, means, log_vars,
+                                                             seed=FLAGS.seed)
         results[model_dir] = stats
         name = f"{display_name(model.config)} ({model_dir})"
+        rate_rows.append(f"| {name} | {rate['rate']:.3g} | {rate['mutual_information']:.3g} "
+                         f"| {rate['kl_qp']:.3g} | {rate['log_n']:.3g} |")
         enc = stats["encoded_means"]["mahalanobis"]
         rows.append(f"| {name} | encoded means | – | {enc['median']:.3g} / {enc['p90']:.3g} "
                     f"/ {enc['max']:.3g} | – | – | – |")
         rows.append(_row(name, f"{FLAGS.num_candidates} prior draws", stats["prior_draws"]))
         rows.append(_row(name, f"LP ({FLAGS.num_keep} lowest q)", stats["lp"]))
-    print("\n".join(rows))
+    print("\n".join(rows) + "\n\n" + "\n".join(rate_rows))
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(results, f, indent=2)
