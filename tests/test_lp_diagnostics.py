@@ -1,6 +1,7 @@
 """LP diagnostics: mixture moments, Mahalanobis distance, and the report on a flow."""
 
 import numpy as np
+import pytest
 from scipy.spatial import distance
 
 from tf_dpvae import priors
@@ -41,3 +42,27 @@ def test_diagnostics_of_an_identity_flow():
     assert lp["log_q"]["median"] > draws["log_q"]["p90"] - 1e-6   # LP = the rarest fifth
     assert lp["mahalanobis"]["median"] > draws["mahalanobis"]["median"]
     assert 0.0 <= lp["outside_encoded_max"] <= 1.0
+
+    def by_quadrant(z):                                    # a "classifier" of codes
+        return np.eye(4)[(z[:, 0] > 0).astype(int) * 2 + (z[:, 1] > 0).astype(int)]
+    stats = lp_diagnostics.lp_diagnostics(prior, means, log_vars, 2000, 200, seed=3,
+                                          classify=by_quadrant)
+    assert stats["prior_draws"]["classes"]["confidence"] == 1.0
+    assert stats["prior_draws"]["classes"]["class_entropy"] > np.log(4) - 0.05
+    assert sum(stats["lp"]["classes"]["class_histogram"]) == pytest.approx(1.0)
+
+
+def test_class_statistics():
+    even = np.eye(4)[np.arange(400) % 4]                   # one-hot, classes used evenly
+    stats = lp_diagnostics.class_statistics(even)
+    assert stats["confidence"] == 1.0
+    assert stats["class_entropy"] == pytest.approx(np.log(4))
+    assert stats["class_histogram"] == [0.25] * 4
+    one_class = np.tile([0.7, 0.1, 0.1, 0.1], (50, 1))
+    stats = lp_diagnostics.class_statistics(one_class)
+    assert stats["confidence"] == pytest.approx(0.7) and stats["class_entropy"] == 0.0
+    halves = np.concatenate([np.tile([0.6, 0.4], (30, 1)), np.tile([0.2, 0.8], (10, 1))])
+    stats = lp_diagnostics.class_statistics(halves)
+    h = np.array([0.75, 0.25])
+    assert stats["class_entropy"] == pytest.approx(-np.sum(h * np.log(h)))
+    assert stats["confidence"] == pytest.approx((30 * 0.6 + 10 * 0.8) / 40)

@@ -8,8 +8,12 @@ draws, as in trainers.evaluate) against all prior draws — −log q(z), the Mah
 distance of z to the moment-matched Gaussian of q(z) (the encoded data's spread), ‖z0‖,
 and for the decoupled prior log|det ∂z/∂z0| and the round-trip error of g. A second
 table splits the rate (1/N) Σ KL[q(z|x) ‖ p(z)] into the mutual information I(x; z)
-(at most log N) and the prior mismatch KL[q(z) ‖ p(z)] (metrics.divergence). Prints
-Markdown tables; ``--output`` also writes the numbers as JSON.
+(at most log N) and the prior mismatch KL[q(z) ‖ p(z)] (metrics.divergence). For image
+datasets with a feature classifier (trainers.fit_features), a third table gives the
+classifier's view of the decoded samples, random draws against the LP set: mean
+confidence (on-manifold quality) and the entropy of the class histogram (diversity) —
+the two things FID mixes. Prints Markdown tables; ``--output`` also writes the numbers
+as JSON.
 """
 
 import os
@@ -17,6 +21,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
@@ -30,6 +36,13 @@ flags.DEFINE_string("output", None, "Also write the numbers to this JSON file.")
 flags.DEFINE_string("data_dir", None, "As for trainers.fit.")
 flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "offline", "idx"],
                   "As for trainers.fit.")
+flags.DEFINE_string("features_dir", None,
+                    "Where trainers.fit_features put the classifiers (default features/).")
+flags.DEFINE_bool("classes", True, "Classify the decoded samples (image datasets with a "
+                  "feature classifier only).")
+
+CLASS_HEADER = ("| model | set | classifier confidence | class entropy (nats; log 10 = 2.30 "
+                "is even use) | most common class share |\n|---|---|---|---|---|")
 
 RATE_HEADER = ("| model | rate (nats) | I(x; z) | KL[q(z) ‖ p(z)] | log N |\n"
                "|---|---|---|---|---|")
@@ -51,6 +64,27 @@ def _row(name, which, stats):
             f"{triple('z0_norm', ('median', 'max'))} | – | – |")
 
 
+def _classifier(model):
+    """z -> class probabilities of the decoded samples, or None (not images, no
+    classifier on disk, or --noclasses)."""
+    if not FLAGS.classes or len(model.config.input_shape) != 3:
+        return None
+    from tf_dpvae.evaluation import generate
+    from tf_dpvae.metrics import features
+    try:
+        extractor = features.ClassifierFeatures(dataset=model.config.dataset,
+                                                features_dir=FLAGS.features_dir)
+    except FileNotFoundError as err:
+        print(f"[inspect_lp] no class table: {err}")
+        return None
+
+    def classify(z):
+        images, _ = generate(model, len(z), seed=0, z=z)
+        return np.concatenate([extractor.classifier(images[i:i + 500], training=False)
+                               for i in range(0, len(images), 500)])
+    return classify
+
+
 def run(model_dirs):
     from tf_dpvae import data as data_lib
     from tf_dpvae.evaluation import display_name
@@ -58,7 +92,7 @@ def run(model_dirs):
     from tf_dpvae.metrics import divergence, lp_diagnostics
     from tf_dpvae.training import restore_model
 
-    rows, rate_rows, results = [HEADER], [RATE_HEADER], {}
+    rows, rate_rows, class_rows, results = [HEADER], [RATE_HEADER], [CLASS_HEADER], {}
     for model_dir in model_dirs:
         model = restore_model(model_dir)
         dataset = data_lib.load(model.config.dataset, data_dir=FLAGS.data_dir,
@@ -66,7 +100,7 @@ def run(model_dirs):
         means, log_vars = aggregate_lib.encode_dataset(model, dataset.train)
         stats = lp_diagnostics.lp_diagnostics(model.prior, means, log_vars,
                                               FLAGS.num_candidates, FLAGS.num_keep,
-                                              FLAGS.seed)
+                                              FLAGS.seed, classify=_classifier(model))
         stats["rate"] = rate = divergence.rate_decomposition(model.prior, means, log_vars,
                                                              seed=FLAGS.seed)
         results[model_dir] = stats
@@ -78,7 +112,15 @@ def run(model_dirs):
                     f"/ {enc['max']:.3g} | – | – | – |")
         rows.append(_row(name, f"{FLAGS.num_candidates} prior draws", stats["prior_draws"]))
         rows.append(_row(name, f"LP ({FLAGS.num_keep} lowest q)", stats["lp"]))
-    print("\n".join(rows) + "\n\n" + "\n".join(rate_rows))
+        for which, key in ((f"{FLAGS.num_keep} prior draws", "prior_draws"),
+                           (f"LP ({FLAGS.num_keep} lowest q)", "lp")):
+            if "classes" in stats[key]:
+                c = stats[key]["classes"]
+                class_rows.append(f"| {name} | {which} | {c['confidence']:.3f} | "
+                                  f"{c['class_entropy']:.3f} | "
+                                  f"{max(c['class_histogram']):.0%} |")
+    tables = [rows, rate_rows] + ([class_rows] if len(class_rows) > 1 else [])
+    print("\n\n".join("\n".join(t) for t in tables))
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(results, f, indent=2)

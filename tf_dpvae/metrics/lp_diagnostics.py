@@ -41,8 +41,14 @@ def _summary(values):
             "max": float(np.max(values))}
 
 
-def lp_diagnostics(prior, means, log_vars, num_candidates, num_keep, seed):
-    """Statistics of all prior draws and of their LP subset (dict of dicts)."""
+def lp_diagnostics(prior, means, log_vars, num_candidates, num_keep, seed, classify=None):
+    """Statistics of all prior draws and of their LP subset (dict of dicts).
+
+    ``classify``, when given, maps codes z [S, L] to class probabilities of their decoded
+    samples [S, K]; then each set also gets :func:`class_statistics` (under
+    ``"classes"``), the prior draws' from their first ``num_keep`` so that both sets
+    have the same size.
+    """
     q = aggregate_lib.AggregatePosterior(means, log_vars)
     lp = selection.low_posterior_samples(prior, q, num_candidates, num_keep, seed)
     candidates, candidates_z0 = aggregate_lib.sample_prior(prior, num_candidates, seed)
@@ -60,5 +66,32 @@ def lp_diagnostics(prior, means, log_vars, num_candidates, num_keep, seed):
             z0_back, log_det = prior.forward_and_log_det(z.astype(np.float32))
             stats["log_det_dz_dz0"] = _summary(-np.asarray(log_det))
             stats["round_trip_error"] = float(np.max(np.abs(np.asarray(z0_back) - z0)))
+        if classify is not None:
+            stats["classes"] = class_statistics(classify(z[:num_keep]))
         out[name] = stats
     return out
+
+
+def class_statistics(probabilities):
+    """Quality and diversity of decoded samples as seen by a dataset classifier.
+
+    With p_i the classifier's class probabilities for sample i (rows of
+    ``probabilities``, [S, K]):
+
+    * ``confidence`` = (1/S) Σ_i max_k p_ik — high when samples look like some class
+      (on the data manifold), whatever the class;
+    * ``class_entropy`` = −Σ_k h_k log h_k of the histogram h_k of argmax_k p_ik, in
+      nats (log K when the classes are used evenly, 0 when every sample is one class);
+    * ``class_histogram`` = h (fractions).
+
+    FID mixes the two; splitting them tells a sharp but one-class LP set from a blurry
+    one.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    counts = np.bincount(np.argmax(probabilities, axis=1),
+                         minlength=probabilities.shape[1])
+    histogram = counts / counts.sum()
+    used = histogram[histogram > 0]
+    return {"confidence": float(np.mean(np.max(probabilities, axis=1))),
+            "class_entropy": float(-np.sum(used * np.log(used))),
+            "class_histogram": histogram.tolist()}
