@@ -80,7 +80,7 @@ def _classifier(model):
 
     def classify(z):
         images, _ = generate(model, len(z), seed=0, z=z)
-        return np.concatenate([extractor.classifier(images[i:i + 500], training=False)
+        return np.concatenate([extractor.classifier([images[i:i + 500]], training=False)
                                for i in range(0, len(images), 500)])
     return classify
 
