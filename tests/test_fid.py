@@ -383,3 +383,33 @@ def test_inception_features_with_local_weights_file(tmp_path, no_download):
     assert out.shape == (3, 2048) and np.isfinite(out).all()
     np.testing.assert_allclose(out, extractor(np.repeat(grey, 3, axis=-1)), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_inspect_lp_classifies_decoded_samples(tiny_classifier, tmp_path):
+    """trainers.inspect_lp on a briefly trained MNIST dpVAE: the class table is there and
+    its numbers are a confidence in [1/10, 1] and an entropy in [0, log 10]."""
+    features_dir = tmp_path / "features"
+    features_dir.mkdir()
+    os.symlink(tiny_classifier, features_dir / "mnist")
+    model_dir = tmp_path / "model"
+    fit = subprocess.run(
+        [sys.executable, "-m", "trainers.fit",
+         "--flagfile=trainers/configs/mnist/beta_h_decoupled.flags", "--data_source=offline",
+         f"--model_dir={model_dir}", "--train_steps=20", "--checkpoint_every=20",
+         "--steps_per_epoch=20", "--validation_steps=1", "--progress=none"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    out = tmp_path / "lp.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "trainers.inspect_lp", str(model_dir), "--num_candidates=1000",
+         "--num_keep=200", f"--features_dir={features_dir}", f"--output={out}"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| classifier confidence |" in result.stdout
+    stats = json.loads(out.read_text())[str(model_dir)]
+    for key in ("prior_draws", "lp"):
+        classes = stats[key]["classes"]
+        assert 0.1 <= classes["confidence"] <= 1.0
+        assert 0.0 <= classes["class_entropy"] <= np.log(10) + 1e-9
+        assert len(classes["class_histogram"]) == 10
+        assert sum(classes["class_histogram"]) == pytest.approx(1.0)
