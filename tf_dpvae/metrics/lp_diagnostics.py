@@ -93,5 +93,5 @@ def class_statistics(probabilities):
     histogram = counts / counts.sum()
     used = histogram[histogram > 0]
     return {"confidence": float(np.mean(np.max(probabilities, axis=1))),
-            "class_entropy": float(-np.sum(used * np.log(used))),
+            "class_entropy": float(-np.sum(used * np.log(used))) + 0.0,  # not -0.0
             "class_histogram": histogram.tolist()}
