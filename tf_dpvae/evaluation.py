@@ -254,3 +254,40 @@ def save_figures(figs, directory):
         path = plots.save_png(png, os.path.join(directory, f"{name}.png"))
         written[name] = (path, png)
     return written
+
+
+def evaluate_model_dir(model_dir, options, *, data_dir=None, data_source="auto",
+                       feature_extractor="auto", features_path=None, features_dir=None):
+    """Evaluate the latest checkpoint in ``model_dir`` and write ``<model_dir>/eval/``.
+
+    Restores the model, loads the dataset it was trained on, builds the FID feature
+    extractor for images (when FID is among ``options.metrics``), runs
+    :func:`evaluate`, and writes ``metrics.json`` (with the checkpoint's ``step``),
+    ``table.md`` (one Table-1 row) and the figures as PNGs. Used by
+    ``trainers.evaluate`` and ``trainers.study``.
+
+    Returns (results, {figure name: (path, png bytes)}, the eval directory).
+    """
+    import json
+    import os
+
+    from tf_dpvae.training import restore_model
+
+    model = restore_model(model_dir)
+    config = model.config
+    dataset = data_lib.load(config.dataset, data_dir=data_dir, source=data_source,
+                            seed=config.seed)
+    extractor = None
+    if len(config.input_shape) > 1 and set(options.metrics) & {"fid", "fid_lp"}:
+        from tf_dpvae.metrics import features
+        extractor = features.make_extractor(feature_extractor, config.dataset,
+                                            path=features_path, features_dir=features_dir)
+    results, figs = evaluate(model, dataset, options, extractor)
+    results["step"] = int(model.optimizer.iterations.numpy())
+    out = os.path.join(model_dir, "eval")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(f"{TABLE_HEADER}\n{markdown_row(results)}\n")
+    return results, save_figures(figs, out), out

@@ -193,7 +193,6 @@ def run_one(spec, budget, out, *, data_dir=None, data_source="auto", extractor="
     import tensorflow as tf
 
     from tf_dpvae import callbacks as cbs
-    from tf_dpvae import data as data_lib
     from tf_dpvae import evaluation, training
 
     directory = spec.directory(out)
@@ -218,23 +217,11 @@ def run_one(spec, budget, out, *, data_dir=None, data_source="auto", extractor="
                   steps_per_second=summary.get("steps_per_second"))
 
     started = time.time()
-    model = training.restore_model(directory)
-    dataset = data_lib.load(model.config.dataset, data_dir=data_dir, source=data_source,
-                            seed=model.config.seed)
-    features = None
-    if len(model.config.input_shape) > 1:
-        from tf_dpvae.metrics import features as features_lib
-        features = features_lib.make_extractor(extractor, model.config.dataset,
-                                               features_dir=features_dir)
     options = evaluation.EvalOptions(seed=spec.seed, verbose=progress != "none",
                                      **budget.eval_options)
-    results, figs = evaluation.evaluate(model, dataset, options, features)
-    results["step"] = record["step"]
-    eval_dir = os.path.join(directory, "eval")
-    os.makedirs(eval_dir, exist_ok=True)
-    with open(os.path.join(eval_dir, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    written = evaluation.save_figures(figs, eval_dir)
+    results, written, _ = evaluation.evaluate_model_dir(
+        directory, options, data_dir=data_dir, data_source=data_source,
+        feature_extractor=extractor, features_dir=features_dir)
     record.update(status="done", eval_seconds=round(time.time() - started, 1),
                   metrics=results, figures={k: os.path.relpath(p, out)
                                             for k, (p, _) in written.items()})
@@ -408,7 +395,7 @@ def dataset_figures(records, out, dataset, regularizers=REGULARIZERS):
                     cells[(row, col)] = path
         if not cells:
             continue
-        row_labels = [DISPLAY_NAMES[r][0].replace("VAE", "VAE") for r in regularizers]
+        row_labels = [DISPLAY_NAMES[r][0] for r in regularizers]
         col_labels = ["standard normal prior", "decoupled prior"]
         fig = figures.montage(cells, rows=len(regularizers), columns=len(PRIORS),
                               row_labels=row_labels, column_labels=col_labels,
@@ -482,15 +469,16 @@ def write_report(out, datasets, budget, command, regularizers=REGULARIZERS, seed
                          f"{first.get('nll_importance_samples')} importance samples")
         with open(os.path.join(out, dataset, "table.md"), "w") as f:
             f.write(table + "\n" + relative)
+        times = times_table(mine)
         with open(os.path.join(out, dataset, "times.md"), "w") as f:
-            f.write(times_table(mine))
+            f.write(times)
         parts.append(f"\n## {dataset}\n\n" + "; ".join(notes) + ".\n\n" + table)
         parts.append("\nRelative change with the decoupled prior, (dp − standard) / "
                      "standard of the means; negative = better with the decoupled prior. "
                      "Paper: Table 1, MNIST columns.\n\n" + relative)
         for name, path in figs.items():
             parts.append(f"\n![{dataset} {name}]({os.path.relpath(path, out)})\n")
-        parts.append(f"\n<details><summary>run times</summary>\n\n{times_table(mine)}"
+        parts.append(f"\n<details><summary>run times</summary>\n\n{times}"
                      "\n</details>\n")
     text = "\n".join(parts)
     with open(os.path.join(out, "report.md"), "w") as f:

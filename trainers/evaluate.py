@@ -10,7 +10,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import json  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
@@ -47,37 +46,18 @@ flags.DEFINE_integer("batch_size", 500, "Batch size for encoding.", lower_bound=
 def run():
     import tensorflow as tf
 
-    from tf_dpvae import data as data_lib
     from tf_dpvae import evaluation
-    from tf_dpvae.training import restore_model
 
-    model = restore_model(FLAGS.model_dir)
-    config = model.config
-    dataset = data_lib.load(config.dataset, data_dir=FLAGS.data_dir,
-                            source=FLAGS.data_source, seed=config.seed)
     options = evaluation.EvalOptions(
         metrics=tuple(FLAGS.metrics), num_samples=FLAGS.num_samples,
         lp_candidates_factor=FLAGS.lp_candidates_factor, skl_samples=FLAGS.skl_samples,
         nll_samples=FLAGS.nll_samples, nll_max_examples=FLAGS.nll_max_examples,
         leakage_samples=FLAGS.leakage_samples, max_examples=FLAGS.max_examples,
         seed=FLAGS.seed, batch_size=FLAGS.batch_size, figures=FLAGS.figures)
-    extractor = None
-    if len(config.input_shape) > 1 and set(FLAGS.metrics) & {"fid", "fid_lp"}:
-        from tf_dpvae.metrics import features
-        extractor = features.make_extractor(FLAGS.feature_extractor, config.dataset,
-                                            path=FLAGS.features_path,
-                                            features_dir=FLAGS.features_dir)
-    results, figs = evaluation.evaluate(model, dataset, options, extractor)
-    results["step"] = int(model.optimizer.iterations.numpy())
-
-    out = os.path.join(FLAGS.model_dir, "eval")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    table = f"{evaluation.TABLE_HEADER}\n{evaluation.markdown_row(results)}\n"
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(table)
-    written = evaluation.save_figures(figs, out)
+    results, written, out = evaluation.evaluate_model_dir(
+        FLAGS.model_dir, options, data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
+        feature_extractor=FLAGS.feature_extractor, features_path=FLAGS.features_path,
+        features_dir=FLAGS.features_dir)
     writer = tf.summary.create_file_writer(out)
     with writer.as_default(step=results["step"]):
         for key in ("fid", "fid_lp", "skl", "kl_pq", "kl_qp", "nll_nats", "nll_bits_per_dim"):
@@ -87,7 +67,7 @@ def run():
             tf.summary.image(f"eval/{name}", tf.image.decode_png(png)[None])
     _write_leakage_curve(out, results)
     writer.flush()
-    print(table)
+    print(f"{evaluation.TABLE_HEADER}\n{evaluation.markdown_row(results)}\n")
     print(f"metrics: {os.path.join(out, 'metrics.json')}; figures: "
           f"{', '.join(os.path.basename(p) for p, _ in written.values())}")
     return results

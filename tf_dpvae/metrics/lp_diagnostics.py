@@ -57,11 +57,11 @@ def lp_diagnostics(prior, means, log_vars, num_candidates, num_keep, seed, class
     out = {"encoded_means": {"mahalanobis": _summary(encoded)}}
     for name, z, z0, log_q in (("prior_draws", candidates, candidates_z0, lp["all_log_q"]),
                                ("lp", lp["z"], lp["z0"], lp["log_q"])):
+        distance = mahalanobis(z, mean, covariance)
         stats = {"log_q": _summary(-np.asarray(log_q)),  # of −log q: larger = rarer
-                 "mahalanobis": _summary(mahalanobis(z, mean, covariance)),
+                 "mahalanobis": _summary(distance),
                  "z0_norm": _summary(np.linalg.norm(z0, axis=1)),
-                 "outside_encoded_max": float(np.mean(
-                     mahalanobis(z, mean, covariance) > encoded.max()))}
+                 "outside_encoded_max": float(np.mean(distance > encoded.max()))}
         if getattr(prior, "is_decoupled", False):
             z0_back, log_det = prior.forward_and_log_det(z.astype(np.float32))
             stats["log_det_dz_dz0"] = _summary(-np.asarray(log_det))
