@@ -181,6 +181,14 @@ def test_shape_errors():
         fid.fid(np.full((10, 3), np.nan), np.zeros((10, 3)))
 
 
+def test_non_finite_features_make_the_fid_unavailable():
+    from tf_dpvae.metrics import MetricUnavailableError
+    a = np.zeros((10, 3))
+    a[[2, 7], 1] = [np.nan, np.inf]
+    with pytest.raises(MetricUnavailableError, match="2 of 10 feature vectors"):
+        fid.fid(a, np.zeros((10, 3)))
+
+
 # --------------------------------------------------------------------------------------
 # KID.
 # --------------------------------------------------------------------------------------

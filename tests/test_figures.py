@@ -193,6 +193,11 @@ def test_sample_grids_images_and_points(moons_points):
     np.testing.assert_allclose(_offsets(panels["LP-Gen"], "LP-Gen"), moons_points[:5])
     plots.figure_png(points)
 
+    none = figures.sample_grids(generated, generated[:0])  # LP samples unavailable
+    assert not _panels(none)["LP-Gen"].images and _panels(none)["Gen"].images
+    assert _panels(none)["LP-Gen"].get_title() == "LP-Gen (0 samples)"
+    plots.figure_png(none)
+
     with pytest.raises(ValueError, match="same kind"):
         figures.sample_grids(generated, moons_points[:5])
     with pytest.raises(ValueError, match="lp_generated"):

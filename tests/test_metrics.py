@@ -12,6 +12,7 @@ import scipy.stats
 import tensorflow as tf
 
 from tf_dpvae import likelihoods, priors
+from tf_dpvae.metrics import MetricUnavailableError
 from tf_dpvae.metrics import aggregate, divergence, leakage, likelihood, selection
 from flow_reference import independent_log_prob as flow_log_prob  # noqa: E402
 
@@ -216,6 +217,32 @@ def test_high_posterior_samples_are_the_lowest_log_p(float64, kind):
     np.testing.assert_allclose(hp["z0"], prior.to_generation(tf.constant(hp["z"])).numpy(),
                                rtol=1e-12)
     assert np.all(np.diff(hp["log_p"]) >= 0)
+
+
+def test_lowest_skips_nan_keeps_neg_inf_first_and_refuses_all_neg_inf():
+    values = np.array([3.0, np.nan, -np.inf, 1.0, np.nan, -2.0, -np.inf, 0.5])
+    # −inf lowest (ties by index), then ascending; NaN never picked.
+    np.testing.assert_array_equal(selection.lowest(values, 5, "log q(z)"), [2, 6, 5, 7, 3])
+    np.testing.assert_array_equal(selection.lowest(values, 6, "log q(z)"),
+                                  [2, 6, 5, 7, 3, 0])
+    with pytest.raises(MetricUnavailableError, match=r"only 6 of 8 .* not NaN; 7"):
+        selection.lowest(values, 7, "log q(z)")
+    for hopeless in ([-np.inf] * 4, [np.nan] * 4, [-np.inf, np.nan, -np.inf, np.nan]):
+        with pytest.raises(MetricUnavailableError,
+                           match=r"log q\(z\) is -inf or NaN at all 4 candidates"):
+            selection.lowest(np.array(hopeless), 1, "log q(z)")
+
+
+def test_low_posterior_samples_refuse_when_q_underflows_everywhere():
+    """σ² = e^{−150} around means far from the prior's mass: log q(z) = −inf at every
+    prior draw (float32), so there is nothing to rank; HP samples are still defined."""
+    means = np.array([[40.0, 40.0], [41.0, 39.0]], np.float32)
+    q = aggregate.AggregatePosterior(means, np.full_like(means, -150.0))
+    prior = priors.StandardNormalPrior(2)
+    with pytest.raises(MetricUnavailableError, match="-inf or NaN at all 300 candidates"):
+        selection.low_posterior_samples(prior, q, num_candidates=300, num_keep=10, seed=0)
+    hp = selection.high_posterior_samples(prior, q, num_candidates=300, num_keep=10, seed=0)
+    assert np.all(np.isfinite(hp["log_p"])) and np.all(np.isfinite(hp["log_q"]))
 
 
 # ------------------------------------------------------------------ symmetric KL

@@ -9,15 +9,23 @@ generative metrics (Section 5.1, DESIGN §5) and returns them with the figures:
 * leakage LS(τ) on a τ grid, the paper's definition and the full-density variant.
 
 Everything is seeded; the aggregate posterior uses the model's own training split.
+
+A metric that cannot be computed (a density beyond the float32 range, no LP sample to
+choose) is ``None`` (JSON null), with the reason under ``results["unavailable"]`` and one
+line on stderr; the other metrics are still computed. The results hold no NaN or
+infinity, so ``metrics.json`` is strict JSON.
 """
 
 import dataclasses
+import json
 import math
+import sys
 
 import numpy as np
 
 from tf_dpvae import data as data_lib
 from tf_dpvae import figures, plots
+from tf_dpvae.metrics import MetricUnavailableError
 from tf_dpvae.metrics import aggregate as aggregate_lib
 from tf_dpvae.metrics import divergence, fid, leakage, likelihood, selection
 
@@ -73,20 +81,70 @@ def _say(options, message):
         print(f"[evaluate] {message}", flush=True)
 
 
+def _explain(results, key, reason):
+    """Say why ``key`` could not be computed: under ``results["unavailable"]`` and in one
+    line on stderr."""
+    results["unavailable"][key] = reason
+    print(f"[evaluate] {key} unavailable: {reason}", file=sys.stderr, flush=True)
+
+
+def _unavailable(results, reason, *keys):
+    """Write each of ``keys`` as None (JSON null) and say why (:func:`_explain`)."""
+    for key in keys:
+        results[key] = None
+        _explain(results, key, reason)
+
+
+def json_safe(value):
+    """``value`` with every NaN or ±inf float made None, in nested dicts, lists and numpy.
+
+    Strict JSON has no NaN or Infinity tokens. Returns (the clean value, {path: value}
+    of what was replaced), a path being the tuple of keys and list indices, e.g.
+    ``{("skl",): inf, ("leakage", "-3.5"): nan}``.
+    """
+    replaced = {}
+
+    def clean(item, path):
+        if isinstance(item, dict):
+            return {k: clean(v, path + (k,)) for k, v in item.items()}
+        if isinstance(item, (list, tuple, np.ndarray)):
+            return [clean(v, path + (i,)) for i, v in enumerate(item)]
+        if isinstance(item, (np.integer, np.bool_)):
+            return item.item()
+        if isinstance(item, (float, np.floating)):
+            if not math.isfinite(item):
+                replaced[path] = float(item)
+                return None
+            return float(item)
+        return item
+
+    return clean(value, ()), replaced
+
+
+def write_json(path, value):
+    """Write ``value`` as strict JSON: non-finite floats as null (:func:`json_safe`)."""
+    with open(path, "w") as f:
+        json.dump(json_safe(value)[0], f, indent=2, allow_nan=False)
+
+
 def generate(model, num_samples, seed, batch_size=1000, z=None):
     """Decoded samples E[x|z] for z = g⁻¹(z0), z0 ~ N(0, I) (or for the given z)."""
     if z is None:
         z, _ = aggregate_lib.sample_prior(model.prior, num_samples, seed)
-    return np.concatenate([model.decode_mean(z[i:i + batch_size]).numpy()
-                           for i in range(0, len(z), batch_size)]), z
+    parts = [model.decode_mean(z[i:i + batch_size]).numpy()
+             for i in range(0, len(z), batch_size)]
+    empty = np.zeros((0, *model.config.input_shape), np.float32)
+    return (np.concatenate(parts) if parts else empty), z
 
 
 def evaluate(model, dataset, options, extractor=None):
-    """Metrics (a JSON-able dict) and figures ({name: matplotlib Figure}).
+    """Metrics (a strict-JSON-able dict) and figures ({name: matplotlib Figure}).
 
     ``dataset`` is the :class:`tf_dpvae.data.Dataset` the model was trained on (its
     train split gives q(z), its test split the real images and the NLL images).
     ``extractor`` is required for FID on images (:mod:`tf_dpvae.metrics.features`).
+    A metric that cannot be computed is None, its reason in ``results["unavailable"]``
+    ({metric: reason}, empty when all were computed) and on stderr.
     """
     config = model.config
     wanted = set(options.metrics)
@@ -100,7 +158,7 @@ def evaluate(model, dataset, options, extractor=None):
         raise ValueError("FID needs a feature extractor (--feature_extractor)")
     results = {"model": display_name(config), "regularizer": config.regularizer,
                "prior": config.prior, "dataset": config.dataset,
-               "data_source": dataset.source, "seed": options.seed}
+               "data_source": dataset.source, "seed": options.seed, "unavailable": {}}
 
     _say(options, f"encoding the training split ({dataset.num_train} examples"
          + (f", capped at {options.max_examples}" if options.max_examples else "") + ")")
@@ -115,6 +173,13 @@ def evaluate(model, dataset, options, extractor=None):
         skl = divergence.symmetric_kl(model.prior, q, options.skl_samples, seed=options.seed)
         results.update(skl=float(skl["skl"]), kl_pq=float(skl["kl_pq"]),
                        kl_qp=float(skl["kl_qp"]), skl_samples=options.skl_samples)
+        if not math.isfinite(skl["skl"]):
+            reason = (f"log p(z) − log q(z) is not finite at {skl['nonfinite_pq']} of the "
+                      f"{options.skl_samples} samples of p(z) and {skl['nonfinite_qp']} of "
+                      "those of q(z) (a density beyond the float32 range, e.g. q(z) "
+                      "underflowing to 0 far from every encoded point)")
+            _unavailable(results, reason, *(k for k in ("skl", "kl_pq", "kl_qp")
+                                             if not math.isfinite(skl[k])))
 
     curves = {}
     if "leakage" in wanted:
@@ -139,10 +204,21 @@ def evaluate(model, dataset, options, extractor=None):
         num_lp = options.num_samples if "fid_lp" in wanted else options.num_marked
         candidates = max(num_lp * options.lp_candidates_factor, options.num_marked)
         _say(options, f"low-posterior samples: the {num_lp} lowest-q of {candidates} draws")
-        lp = selection.low_posterior_samples(model.prior, q, candidates, num_lp,
-                                             seed=options.seed + 1, verbose=options.verbose)
-        hp = selection.high_posterior_samples(model.prior, q, candidates,
-                                              options.num_marked, seed=options.seed + 2)
+        try:
+            lp = selection.low_posterior_samples(model.prior, q, candidates, num_lp,
+                                                 seed=options.seed + 1,
+                                                 verbose=options.verbose)
+        except MetricUnavailableError as error:
+            lp_error = f"no LP samples from {candidates} prior draws: {error}"
+            if "fid_lp" in wanted:
+                _unavailable(results, lp_error, "fid_lp", "kid_lp")
+            else:
+                _say(options, lp_error)
+        try:
+            hp = selection.high_posterior_samples(model.prior, q, candidates,
+                                                  options.num_marked, seed=options.seed + 2)
+        except MetricUnavailableError as error:
+            _say(options, f"no HP samples to mark in the figures: {error}")
     generated, gen_z = None, None
     if "fid" in wanted or options.figures:
         count = options.num_samples if "fid" in wanted else 64
@@ -155,13 +231,11 @@ def evaluate(model, dataset, options, extractor=None):
         results["feature_extractor"] = extractor.name
         if "fid" in wanted:
             gen_features = extractor(generated, verbose=options.verbose)
-            results["fid"] = float(fid.fid(gen_features, real_features))
-            results["kid"] = _kid(gen_features, real_features, options.seed)
-        if "fid_lp" in wanted:
+            _fid(results, "fid", "kid", gen_features, real_features, options.seed)
+        if "fid_lp" in wanted and lp is not None:
             lp_images, _ = generate(model, 0, options.seed, z=lp["z"])
             lp_features = extractor(lp_images, verbose=options.verbose)
-            results["fid_lp"] = float(fid.fid(lp_features, real_features))
-            results["kid_lp"] = _kid(lp_features, real_features, options.seed)
+            _fid(results, "fid_lp", "kid_lp", lp_features, real_features, options.seed)
         results["num_samples"] = options.num_samples
 
     if "nll" in wanted:
@@ -180,13 +254,32 @@ def evaluate(model, dataset, options, extractor=None):
         results.update(nll_nats=float(summary["nll_nats"]),
                        nll_bits_per_dim=float(summary["nll_bits_per_dim"]),
                        nll_importance_samples=options.nll_samples)
+        bad = int((~np.isfinite(log_px)).sum())
+        if bad:
+            _unavailable(results, f"the importance-sampled log p(x) is not finite for {bad} "
+                         f"of {len(log_px)} examples", "nll_nats", "nll_bits_per_dim")
 
     figs = {}
     if options.figures:
         _say(options, "figures")
         figs = _figures(model, dataset, options, q, means, log_vars, lp, hp, generated,
                         curves, results["model"])
+    results, replaced = json_safe(results)
+    for key in dict.fromkeys(path[0] for path in replaced):
+        if key not in results["unavailable"]:
+            _explain(results, key, "not finite: " + ", ".join(
+                f"{'/'.join(map(str, path))} = {value}"
+                for path, value in replaced.items() if path[0] == key))
     return results, figs
+
+
+def _fid(results, key, kid_key, features, real_features, seed):
+    """FID and KID of ``features`` against the real ones, or both unavailable."""
+    try:
+        results[key] = float(fid.fid(features, real_features))
+        results[kid_key] = _kid(features, real_features, seed)
+    except MetricUnavailableError as error:
+        _unavailable(results, str(error), key, kid_key)
 
 
 def _kid(a, b, seed):
@@ -201,6 +294,8 @@ def _figures(model, dataset, options, q, means, log_vars, lp, hp, generated, cur
     config = model.config
     is_points = len(config.input_shape) == 1
     figs = {}
+    none = np.zeros((0, config.latent_dim), np.float32)  # LP/HP samples unavailable
+    lp, hp = (s if s is not None else {"z": none, "z0": none} for s in (lp, hp))
     marked_lp = {k: v[:options.num_marked] for k, v in lp.items() if k in ("z", "z0")}
     marked_hp = {k: v[:options.num_marked] for k, v in hp.items() if k in ("z", "z0")}
     data_points = data_lib.as_numpy(dataset.train, 5000) if is_points else None
@@ -268,7 +363,6 @@ def evaluate_model_dir(model_dir, options, *, data_dir=None, data_source="auto",
 
     Returns (results, {figure name: (path, png bytes)}, the eval directory).
     """
-    import json
     import os
 
     from tf_dpvae.training import restore_model
@@ -286,8 +380,7 @@ def evaluate_model_dir(model_dir, options, *, data_dir=None, data_source="auto",
     results["step"] = int(model.optimizer.iterations.numpy())
     out = os.path.join(model_dir, "eval")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(out, "metrics.json"), results)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(f"{TABLE_HEADER}\n{markdown_row(results)}\n")
     return results, save_figures(figs, out), out

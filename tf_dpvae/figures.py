@@ -203,9 +203,10 @@ def _draw_density(ax, xs, ys, log_q, *, colorbar=True, log_scale=False):
 
 
 def _show_images(ax, images, columns):
-    grid = image_grid(images, columns=columns)
-    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray",
-              vmin=0, vmax=1, interpolation="nearest")
+    if len(images):  # none (e.g. no LP samples could be chosen): an empty panel
+        grid = image_grid(images, columns=columns)
+        ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray",
+                  vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():

@@ -16,9 +16,19 @@ def log_normal_diag(x, mean, log_var):
 
     ``log N = -0.5 * (log 2π + log σ² + (x - μ)² / σ²)``, no reduction: callers sum
     over the axes that form the event.
+
+    Finite wherever the true value is representable, for any σ > 0 (DESIGN §8): the
+    standardised residual (x − μ)/σ = ((x − μ)·k)·k, k = exp(−¼ log σ²), is formed
+    before squaring, since exp(−log σ²) alone overflows float32 below log σ² ≈ −88.7
+    (and inf · 0 = NaN at x = μ). ``multiply_no_nan`` gives x = μ a zero residual even
+    where k itself overflows (log σ² < −355 in float32), so a tiny σ gives the large
+    finite log-density −½ (log 2π + log σ²) at the mean; a residual too large for the
+    dtype gives −inf, never NaN. Gradients are finite wherever k is.
     """
     x = tf.convert_to_tensor(x)
-    return -0.5 * (LOG_2PI + log_var + tf.square(x - mean) * tf.exp(-log_var))
+    root = tf.exp(-0.25 * log_var)  # σ^(-1/2)
+    standardized = tf.math.multiply_no_nan(root, tf.math.multiply_no_nan(root, x - mean))
+    return -0.5 * (LOG_2PI + log_var + tf.square(standardized))
 
 
 def log_standard_normal(x):

@@ -74,7 +74,11 @@ def markdown_table(results):
         samples = sorted({r.get("num_samples") for r in results if r.get("fid")})
         notes.append(f"FID features: {extractor}; generated samples: "
                      f"{', '.join(map(str, samples))}.")
-    return "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "") + "\n"
+    columns = dict(COLUMNS)
+    notes += [f"{columns[key]} of {r['model']} ({r['model_dir']}) unavailable: {reason}."
+              for r in results for key, reason in (r.get("unavailable") or {}).items()
+              if key in columns]
+    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes) + "\n"
 
 
 def run(model_dirs):

@@ -20,8 +20,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import json  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 from absl import app, flags  # noqa: E402
@@ -87,7 +85,7 @@ def _classifier(model):
 
 def run(model_dirs):
     from tf_dpvae import data as data_lib
-    from tf_dpvae.evaluation import display_name
+    from tf_dpvae.evaluation import display_name, write_json
     from tf_dpvae.metrics import aggregate as aggregate_lib
     from tf_dpvae.metrics import divergence, lp_diagnostics
     from tf_dpvae.training import restore_model
@@ -122,8 +120,7 @@ def run(model_dirs):
     tables = [rows, rate_rows] + ([class_rows] if len(class_rows) > 1 else [])
     print("\n\n".join("\n".join(t) for t in tables))
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(FLAGS.output, results)  # strict JSON: a non-finite statistic is null
     return results
 
 

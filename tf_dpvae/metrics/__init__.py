@@ -14,4 +14,13 @@ Modules (import them directly; this package imports nothing on its own):
 
 Every function takes explicit integer seeds and uses stateless random ops, so a metric
 computed twice with the same seed gives the same number.
+
+A metric that cannot be computed from the model at hand (e.g. no LP sample can be
+chosen because log q(z) underflows at every candidate) raises
+:class:`MetricUnavailableError`; :func:`tf_dpvae.evaluation.evaluate` records it as
+``null`` with the reason under ``"unavailable"`` and computes the other metrics.
 """
+
+
+class MetricUnavailableError(ValueError):
+    """A metric cannot be computed for this model; the message says why."""

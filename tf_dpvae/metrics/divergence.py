@@ -34,19 +34,26 @@ def symmetric_kl(prior, aggregate, num_samples=5000, seed=0, verbose=False):
     the standard error of the sum is the root of the summed squared errors.
 
     Returns a dict of floats: ``kl_pq``, ``kl_qp``, ``skl`` and their standard errors
-    ``kl_pq_se``, ``kl_qp_se``, ``skl_se``, plus ``num_samples``.
+    ``kl_pq_se``, ``kl_qp_se``, ``skl_se``, plus ``num_samples`` and the counts of
+    samples whose log p − log q is not finite (a density beyond the dtype's range, e.g.
+    log q(z) = −inf), ``nonfinite_pq`` and ``nonfinite_qp``: a non-zero count makes
+    that KL non-finite.
     """
     z_p, _ = aggregate_lib.sample_prior(prior, num_samples, seed)
     z_q = aggregate.sample(num_samples, seed=int(seed))
-    kl_pq, kl_pq_se = _mean_and_se(
-        aggregate_lib.prior_log_prob(prior, z_p) - aggregate.log_prob(z_p, verbose=verbose))
-    kl_qp, kl_qp_se = _mean_and_se(
-        aggregate.log_prob(z_q, verbose=verbose) - aggregate_lib.prior_log_prob(prior, z_q))
+    diff_pq = (aggregate_lib.prior_log_prob(prior, z_p)
+               - aggregate.log_prob(z_p, verbose=verbose))
+    diff_qp = (aggregate.log_prob(z_q, verbose=verbose)
+               - aggregate_lib.prior_log_prob(prior, z_q))
+    kl_pq, kl_pq_se = _mean_and_se(diff_pq)
+    kl_qp, kl_qp_se = _mean_and_se(diff_qp)
     return {
         "kl_pq": kl_pq, "kl_pq_se": kl_pq_se,
         "kl_qp": kl_qp, "kl_qp_se": kl_qp_se,
         "skl": kl_pq + kl_qp, "skl_se": math.hypot(kl_pq_se, kl_qp_se),
         "num_samples": int(num_samples),
+        "nonfinite_pq": int((~np.isfinite(diff_pq)).sum()),
+        "nonfinite_qp": int((~np.isfinite(diff_qp)).sum()),
     }
 
 

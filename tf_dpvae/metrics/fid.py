@@ -32,6 +32,8 @@ import warnings
 import numpy as np
 from scipy import linalg
 
+from tf_dpvae.metrics import MetricUnavailableError
+
 # Diagonal offset added to both covariances when Σ1 Σ2 is (near) singular; the value
 # of the reference implementations (TTUR, pytorch-fid).
 DEFAULT_EPS = 1e-6
@@ -59,8 +61,10 @@ def _as_features(features, name="features"):
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [N, F]; got shape {features.shape}.")
-    if not np.isfinite(features).all():
-        raise ValueError(f"{name} contains NaN or infinite values.")
+    bad = int((~np.isfinite(features).all(axis=1)).sum())
+    if bad:
+        raise MetricUnavailableError(f"{name}: {bad} of {len(features)} feature vectors "
+                                     "contain NaN or infinite values")
     return features
 
 

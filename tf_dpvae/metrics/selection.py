@@ -15,6 +15,7 @@ Example::
 
 import numpy as np
 
+from tf_dpvae.metrics import MetricUnavailableError
 from tf_dpvae.metrics import aggregate as aggregate_lib
 
 
@@ -22,6 +23,32 @@ def _check_counts(num_candidates, num_keep):
     if not 1 <= num_keep <= num_candidates:
         raise ValueError(f"num_keep={num_keep} must be between 1 and "
                          f"num_candidates={num_candidates}")
+
+
+def lowest(values, num_keep, what):
+    """Indices of the ``num_keep`` smallest ``values``, ascending (ties by index).
+
+    NaN values are never picked. −inf counts as the lowest value (a density below the
+    dtype's range; when more than ``num_keep`` are −inf, the first by index are kept, a
+    uniform subset of i.i.d. candidates), but a choice among values that are *all* −inf
+    (or NaN) would say nothing, so it raises
+    :class:`~tf_dpvae.metrics.MetricUnavailableError`, as it does when fewer than
+    ``num_keep`` values are not NaN. ``what`` names the values in the message, e.g.
+    ``"log q(z)"``.
+    """
+    values = np.asarray(values)
+    valid = np.flatnonzero(~np.isnan(values))
+    nan_note = f" ({len(values) - len(valid)} are NaN)" if len(valid) < len(values) else ""
+    if not np.any(values[valid] > -np.inf):
+        raise MetricUnavailableError(
+            f"{what} is -inf or NaN at all {len(values)} candidates{nan_note}: the "
+            "density underflows (or is undefined) at every one, so the lowest cannot be "
+            "told apart")
+    if len(valid) < num_keep:
+        raise MetricUnavailableError(
+            f"only {len(valid)} of {len(values)} candidates have a {what} that is not "
+            f"NaN; {num_keep} are to be kept")
+    return valid[np.argsort(values[valid], kind="stable")[:num_keep]]
 
 
 def low_posterior_samples(prior, aggregate, num_candidates, num_keep, seed, verbose=False):
@@ -34,7 +61,8 @@ def low_posterior_samples(prior, aggregate, num_candidates, num_keep, seed, verb
         LP = the num_keep z_i with the smallest log q(z_i),
         log q(z) = log (1/N) Σ_n N(z; μ_n, diag σ_n²)   (exact, ``aggregate.log_prob``),
 
-    sorted by log q ascending (ties by candidate index).
+    sorted by log q ascending (ties by candidate index; :func:`lowest`: candidates
+    with log q = NaN are never kept, and all −inf raises ``MetricUnavailableError``).
 
     Returns a dict of numpy arrays: ``z`` [K, L] (representation space, what the decoder
     takes), ``z0`` [K, L] (= g(z), generation space), ``log_q`` [K] (ascending),
@@ -44,7 +72,7 @@ def low_posterior_samples(prior, aggregate, num_candidates, num_keep, seed, verb
     _check_counts(num_candidates, num_keep)
     candidates, candidates_z0 = aggregate_lib.sample_prior(prior, num_candidates, seed)
     all_log_q = aggregate.log_prob(candidates, verbose=verbose)
-    indices = np.argsort(all_log_q, kind="stable")[:num_keep]
+    indices = lowest(all_log_q, num_keep, "log q(z)")
     z = candidates[indices]
     return {
         "z": z,
@@ -65,7 +93,8 @@ def high_posterior_samples(prior, aggregate, num_candidates, num_keep, seed, ver
         HP = the num_keep z_i with the smallest log p(z_i),
         log p(z) = log N(g(z); 0, I) + log|det ∂g/∂z|     (decoupled; g = id: N(z; 0, I)),
 
-    sorted by log p ascending (ties by candidate index).
+    sorted by log p ascending (ties by candidate index; NaN and all −inf as in
+    :func:`lowest`).
 
     Returns a dict of numpy arrays: ``z`` [K, L], ``z0`` [K, L] (= g(z)), ``log_p`` [K]
     (ascending), ``log_q`` [K], ``indices`` [K], ``all_log_p`` [num_candidates].
@@ -73,7 +102,7 @@ def high_posterior_samples(prior, aggregate, num_candidates, num_keep, seed, ver
     _check_counts(num_candidates, num_keep)
     candidates = aggregate.sample(num_candidates, seed=int(seed))
     all_log_p = aggregate_lib.prior_log_prob(prior, candidates, verbose=verbose)
-    indices = np.argsort(all_log_p, kind="stable")[:num_keep]
+    indices = lowest(all_log_p, num_keep, "log p(z)")
     z = candidates[indices]
     return {
         "z": z,
