@@ -769,3 +769,292 @@ def _default_shuffle_buffer(ds: tf.data.Dataset) -> int:
     if cardinality > 0:
         return min(cardinality, SHUFFLE_BUFFER_CAP)
     return SHUFFLE_BUFFER_CAP
+
+
+# --------------------------------------------------------------------------
+# Training-time augmentation of the official dpVAE code (MNIST configs).
+# --------------------------------------------------------------------------
+
+# Ranges of the official code's torchvision transforms, applied to each
+# training image independently:
+#   RandomApply([ColorJitter(0.5, 0.5, 0.5, 0.25)], p=0.5), then
+#   RandomApply([RandomAffine(5, translate=(0.1, 0.1), scale=(0.9, 1.1))], p=0.5).
+AUGMENT_APPLY_PROBABILITY = 0.5
+AUGMENT_BRIGHTNESS = (0.5, 1.5)
+AUGMENT_CONTRAST = (0.5, 1.5)
+AUGMENT_DEGREES = 5.0
+AUGMENT_TRANSLATE = (0.1, 0.1)
+AUGMENT_SCALE = (0.9, 1.1)
+
+# Second word of the stateless seed `augment_batches` builds from an int seed,
+# so that the augmentation stream differs from other [seed, 0]-style streams.
+_AUGMENT_SEED_SALT = 0x617567  # "aug"
+
+# Columns of the [B, 9] uniform draw of `sample_official_mnist_params`.
+_AUG_COLUMNS = ("apply_jitter", "brightness", "contrast", "brightness_first",
+                "apply_affine", "angle", "translate_x", "translate_y", "scale")
+
+
+def adjust_brightness_contrast(images, brightness, contrast,
+                               brightness_first=True):
+    """torchvision's ``adjust_brightness`` / ``adjust_contrast`` on float images.
+
+    Per image ``i`` (factors broadcast over its pixels):
+
+    * brightness: ``clip(b * x, 0, 1)`` (a blend with a black image);
+    * contrast: ``clip(c * x + (1 - c) * mean(x), 0, 1)``, ``mean`` being the
+      mean grey level of the image (as it is when the op runs, i.e. after the
+      brightness change when that comes first).
+
+    Args:
+      images: float32 ``[B, H, W, 1]`` in [0, 1].
+      brightness, contrast: float ``[B]`` factors (1 = unchanged).
+      brightness_first: bool, scalar or ``[B]``: brightness then contrast
+        (True) or contrast then brightness (False). The two orders differ only
+        through the clipping.
+
+    Returns:
+      float32 ``[B, H, W, 1]`` in [0, 1].
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    b = tf.reshape(tf.cast(brightness, tf.float32), [-1, 1, 1, 1])
+    c = tf.reshape(tf.cast(contrast, tf.float32), [-1, 1, 1, 1])
+
+    def adjust_brightness(x):
+        return tf.clip_by_value(b * x, 0.0, 1.0)
+
+    def adjust_contrast(x):
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        return tf.clip_by_value(c * x + (1.0 - c) * mean, 0.0, 1.0)
+
+    first = tf.broadcast_to(
+        tf.reshape(tf.cast(brightness_first, tf.bool), [-1, 1, 1, 1]),
+        tf.shape(images))
+    return tf.where(first, adjust_contrast(adjust_brightness(images)),
+                    adjust_brightness(adjust_contrast(images)))
+
+
+def affine_inverse_matrices(angle, translate, scale, height, width):
+    """``ImageProjectiveTransformV3`` rows for torchvision's ``F.affine``.
+
+    torchvision's forward map (about the image centre ``c``, in pixel
+    coordinates with x to the right and y down) is
+    ``out = R(angle) * scale * (in - c) + c + t`` with
+    ``R(a) = [[cos a, -sin a], [sin a, cos a]]``: a positive angle turns the
+    image *clockwise* on screen (``F.affine`` documents "clockwise direction";
+    only ``F.rotate`` / ``RandomRotation`` negate it to counter-clockwise), and
+    a positive ``t = (tx, ty)`` moves the content right / down. The op needs the
+    inverse, output -> input: ``in = R(-angle) (out - c - t) / scale + c``,
+    which is torchvision's ``_get_inverse_affine_matrix`` (no shear). The
+    centre is ``((W - 1) / 2, (H - 1) / 2)`` in pixel-index coordinates (pixel
+    centres at integers), i.e. PIL's ``(W / 2, H / 2)`` in its pixel-edge
+    coordinates, as in torchvision >= 0.8.
+
+    Args:
+      angle: float ``[B]``, degrees.
+      translate: float ``[B, 2]``, ``(tx, ty)`` in pixels.
+      scale: float ``[B]``.
+      height, width: image size.
+
+    Returns:
+      float32 ``[B, 8]``.
+    """
+    angle = tf.cast(angle, tf.float64) * (math.pi / 180.0)
+    translate = tf.cast(translate, tf.float64)
+    scale = tf.cast(scale, tf.float64)
+    cx = (tf.cast(width, tf.float64) - 1.0) / 2.0
+    cy = (tf.cast(height, tf.float64) - 1.0) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    a0, a1, b0, b1 = cos, sin, -sin, cos
+    ox, oy = cx + translate[:, 0], cy + translate[:, 1]
+    a2 = cx - a0 * ox - a1 * oy
+    b2 = cy - b0 * ox - b1 * oy
+    zeros = tf.zeros_like(a0)
+    return tf.cast(tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
+                   tf.float32)
+
+
+def affine_transform(images, angle, translate, scale):
+    """torchvision's ``F.affine`` (no shear), nearest neighbour, fill 0.
+
+    See :func:`affine_inverse_matrices` for the conventions (positive angle =
+    clockwise on screen, positive translation = right / down, about the image
+    centre). Each output pixel takes the input pixel nearest to its inverse
+    image (round half away from zero, which equals PIL's ``floor`` of the
+    pixel-edge coordinate for every in-image point); points that map outside
+    the image get 0.
+
+    Args:
+      images: float32 ``[B, H, W, C]``.
+      angle: float ``[B]``, degrees. translate: ``[B, 2]`` pixels ``(tx, ty)``.
+      scale: float ``[B]``.
+
+    Returns:
+      float32 ``[B, H, W, C]``.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    transforms = affine_inverse_matrices(angle, translate, scale, height, width)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms,
+        output_shape=tf.stack([height, width]),
+        fill_value=tf.constant(0.0, tf.float32),
+        interpolation="NEAREST", fill_mode="CONSTANT")
+
+
+def sample_official_mnist_params(batch_size, seed, height=28, width=28):
+    """Draws the per-image augmentation parameters (stateless, from ``seed``).
+
+    Distribution as in torchvision (each image independent):
+
+    * ``apply_jitter``, ``apply_affine``: bool, each True with probability ½;
+    * ``brightness``, ``contrast``: U[0.5, 1.5];
+    * ``brightness_first``: bool with probability ½ (torchvision applies the
+      four jitter ops in a uniformly random order; of it only the relative
+      order of brightness and contrast matters on grey images);
+    * ``angle``: U[−5, 5] degrees; ``translate``: ``[B, 2]`` integer-valued
+      pixels ``round(U[−0.1 W, 0.1 W])``, ``round(U[−0.1 H, 0.1 H])`` (round
+      half to even, like Python's ``round``); ``scale``: U[0.9, 1.1].
+
+    Returns:
+      A dict of ``[B]`` tensors (``translate``: ``[B, 2]`` float32).
+    """
+    u = tf.random.stateless_uniform([batch_size, len(_AUG_COLUMNS)], seed=seed,
+                                    dtype=tf.float32)
+    col = {name: u[:, i] for i, name in enumerate(_AUG_COLUMNS)}
+
+    def between(v, low, high):
+        return low + (high - low) * v
+
+    max_dx = AUGMENT_TRANSLATE[0] * tf.cast(width, tf.float32)
+    max_dy = AUGMENT_TRANSLATE[1] * tf.cast(height, tf.float32)
+    return {
+        "apply_jitter": col["apply_jitter"] < AUGMENT_APPLY_PROBABILITY,
+        "brightness": between(col["brightness"], *AUGMENT_BRIGHTNESS),
+        "contrast": between(col["contrast"], *AUGMENT_CONTRAST),
+        "brightness_first": col["brightness_first"] < 0.5,
+        "apply_affine": col["apply_affine"] < AUGMENT_APPLY_PROBABILITY,
+        "angle": between(col["angle"], -AUGMENT_DEGREES, AUGMENT_DEGREES),
+        "translate": tf.stack([
+            tf.round(between(col["translate_x"], -max_dx, max_dx)),
+            tf.round(between(col["translate_y"], -max_dy, max_dy))], axis=1),
+        "scale": between(col["scale"], *AUGMENT_SCALE),
+    }
+
+
+def apply_official_mnist_params(images, params):
+    """Applies parameters from :func:`sample_official_mnist_params`.
+
+    Colour jitter first (where ``apply_jitter``), then the affine warp (where
+    ``apply_affine``), the order of the official ``transforms.Compose``.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    mask = lambda flag: tf.reshape(flag, [-1, 1, 1, 1])  # noqa: E731
+    jittered = adjust_brightness_contrast(images, params["brightness"],
+                                          params["contrast"],
+                                          params["brightness_first"])
+    images = tf.where(mask(params["apply_jitter"]), jittered, images)
+    warped = affine_transform(images, params["angle"], params["translate"],
+                              params["scale"])
+    return tf.where(mask(params["apply_affine"]), warped, images)
+
+
+def augment_official_mnist(images, seed):
+    """The official dpVAE MNIST training augmentation, stateless in ``seed``.
+
+    Reproduces, per image and independently, the torchvision pipeline of the
+    official PyTorch code (``dataset.PreDefSet`` with ``augment``)::
+
+        RandomApply([ColorJitter(brightness=0.5, contrast=0.5,
+                                 saturation=0.5, hue=0.25)], p=0.5)
+        RandomApply([RandomAffine(5, translate=(0.1, 0.1),
+                                  scale=(0.9, 1.1))], p=0.5)
+
+    * Colour jitter (probability ½): brightness factor ``b ~ U[0.5, 1.5]``,
+      ``x -> clip(b x, 0, 1)``; contrast factor ``c ~ U[0.5, 1.5]``,
+      ``x -> clip(c x + (1 - c) mean(x), 0, 1)`` with the image's mean grey
+      level; the two in random order (each first with probability ½, as in
+      torchvision's random permutation of the jitter ops). Saturation and hue
+      are no-ops on single-channel (grey) images -- torchvision returns a grey
+      image unchanged for both -- so they are not applied.
+    * Affine (probability ½): angle ``U[-5°, 5°]`` (positive = clockwise, the
+      ``F.affine`` convention; the range is symmetric anyway), translation
+      ``round(U[-0.1 W, 0.1 W])`` / ``round(U[-0.1 H, 0.1 H])`` whole pixels,
+      scale ``U[0.9, 1.1]``, about the image centre, nearest-neighbour, fill 0.
+
+    Differences from the official code, all at most about one grey level or
+    a fraction of a pixel: the official images are 8-bit PIL images, so each
+    jitter op there truncates its output to a multiple of 1/255 and uses the
+    mean rounded to an integer grey level; here everything stays float32.
+
+    Args:
+      images: float32 ``[B, H, W, 1]`` in [0, 1].
+      seed: stateless seed, int32/int64 shape ``[2]``.
+
+    Returns:
+      float32 ``[B, H, W, 1]`` in [0, 1]; the same for the same seed and batch.
+
+    Raises:
+      ValueError: The images do not have one channel.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    if images.shape.rank is not None and images.shape.rank != 4:
+        raise ValueError(f"augment_official_mnist expects [B, H, W, 1] images, "
+                         f"got shape {images.shape}.")
+    if images.shape[-1] is not None and images.shape[-1] != 1:
+        raise ValueError(
+            "augment_official_mnist handles single-channel images only (the "
+            "saturation and hue jitter of colour images are not implemented); "
+            f"got shape {images.shape}.")
+    shape = tf.shape(images)
+    params = sample_official_mnist_params(shape[0], seed, shape[1], shape[2])
+    out = apply_official_mnist_params(images, params)
+    return tf.ensure_shape(out, images.shape)
+
+
+def _augment_base_seed(seed) -> tf.Tensor:
+    """int64 ``[2]`` stateless seed from an int or a pair of ints."""
+    if isinstance(seed, (int, np.integer)):
+        return tf.constant([int(seed), _AUGMENT_SEED_SALT], tf.int64)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    if seed.shape != (2,):
+        raise ValueError(f"seed must be an int or a shape-[2] pair, got {seed}.")
+    return seed
+
+
+def augment_batches(ds: tf.data.Dataset, seed) -> tf.data.Dataset:
+    """Maps :func:`augment_official_mnist` over a batched dataset.
+
+    Batch ``k`` (counted from the first element of ``ds``) is augmented with
+    the stateless seed ``stateless_fold_in(base, k)``, ``base`` being
+    ``[seed, _AUGMENT_SEED_SALT]`` for an int ``seed`` (or ``seed`` itself if it
+    is a pair). The augmentation of a batch therefore depends only on
+    ``seed`` and its index, never on how far an iterator has run: apply this
+    *before* ``.skip(start_step)`` when resuming, e.g.
+    ``augment_batches(batch(train, ...), seed).skip(start_step)``, and a
+    resumed run sees the same augmented batches as an uninterrupted one.
+
+    Args:
+      ds: Batched dataset whose elements are images ``[B, H, W, 1]``, tuples
+        ``(images, label, ...)`` or dicts with an ``"image"`` key; only the
+        images change.
+      seed: Python int, or a shape-[2] stateless seed.
+
+    Returns:
+      The augmented, prefetched dataset with the element structure of ``ds``.
+    """
+    base = _augment_base_seed(seed)
+
+    def augment(index, element):
+        batch_seed = tf.random.experimental.stateless_fold_in(base, index)
+        if isinstance(element, dict):
+            key = "image" if "image" in element else next(iter(element))
+            return {**element, key: augment_official_mnist(element[key], batch_seed)}
+        if isinstance(element, (tuple, list)):
+            return (augment_official_mnist(element[0], batch_seed),
+                    *element[1:])
+        return augment_official_mnist(element, batch_seed)
+
+    return ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True).prefetch(tf.data.AUTOTUNE)
