@@ -245,3 +245,22 @@ def test_compare_table_shows_an_unavailable_metric_as_a_dash_with_its_reason():
     assert "| dpVAE | 3 | **4** | **1** | **4** | b |" in table
     assert "FID (LP) of VAE (a) unavailable: no LP samples." in table
     assert "kid_lp" not in table
+
+
+def test_evaluate_reports_validation_means(moons_runs):
+    """metrics.json's validation terms = the example-weighted mean of the per-batch
+    terms of the restored model over the whole validation split (not the last batch)."""
+    from tf_dpvae import data as data_lib
+    from tf_dpvae.training import restore_model
+    model_dir = moons_runs["decoupled"]
+    metrics = json.loads((model_dir / "eval" / "metrics.json").read_text())
+    model = restore_model(str(model_dir))
+    dataset = data_lib.load("moons")
+    batches = data_lib.batch(dataset.validation, model.config.batch_size, shuffle=False,
+                             seed=0, repeat=False, drop_remainder=False)
+    terms = [(model.compute_terms(x)[0], int(x.shape[0])) for x in batches]
+    assert metrics["validation_examples"] == sum(n for _, n in terms) == 500
+    for name in ("loss", "elbo", "kl", "reconstruction"):
+        values = [float(t[name]) for t, _ in terms]
+        expected = np.average(values, weights=[n for _, n in terms])
+        assert metrics["validation"][name] == pytest.approx(expected, rel=1e-5), name

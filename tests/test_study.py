@@ -166,7 +166,8 @@ def test_cpu_budget_training_flags(tmp_path):
                                                   "seed1")
     assert model_config.seed == 1 and model_config.learning_rate == 1e-3
     assert model_config.capacity_stop_steps == 2500   # 100,000 compressed 40×
-    assert model_config.capacity_max == 25.0 and model_config.prior == "decoupled"
+    # Table 2's C_max = 25 for the batch-summed KL, per example at the paper's B = 100.
+    assert model_config.capacity_max == 0.25 and model_config.prior == "decoupled"
     assert train_config.checkpoint_every == 2000
     # Moons at the cpu budget: the shipped flagfile exactly (10,000 steps, lr 1e-3).
     spec = study.RunSpec("moons", "beta_b", "normal", 0)
@@ -179,6 +180,28 @@ def test_cpu_budget_training_flags(tmp_path):
     model_config, train_config = study.configs_from_args(
         study.training_args(spec, study.BUDGETS["paper"], str(tmp_path)))
     assert train_config.train_steps == 100_000 and model_config.learning_rate == 1e-4
+
+
+def test_official_preset_keeps_the_released_settings(tmp_path):
+    spec = study.plan(["mnist"], ["info"], seeds=1, preset="official")[1]
+    assert spec.flagfile() == os.path.join("trainers", "configs", "mnist", "official",
+                                           "info_decoupled.flags")
+    model_config, train_config = study.configs_from_args(
+        study.training_args(spec, study.BUDGETS["cpu"], str(tmp_path)))
+    assert train_config.train_steps == 2500
+    # The released learning rate (1e-3 here, 1e-4 for the standard prior), batch 24,
+    # mse_weight 10, augmentation: kept at the cpu budget.
+    assert model_config.learning_rate == 1e-3 and model_config.batch_size == 24
+    assert model_config.likelihood == "mse" and model_config.mse_weight == 10.0
+    assert model_config.augment
+    normal = study.RunSpec("mnist", "info", "normal", 0, "official")
+    model_config, _ = study.configs_from_args(
+        study.training_args(normal, study.BUDGETS["cpu"], str(tmp_path)))
+    assert model_config.learning_rate == 1e-4
+    with pytest.raises(ValueError, match="no flagfile"):
+        study.plan(["fashion_mnist"], ["vae"], preset="official")
+    with pytest.raises(ValueError, match="--preset"):
+        study.plan(["mnist"], ["vae"], preset="bogus")
 
 
 def test_plan_orders_pairs_together():

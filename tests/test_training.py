@@ -179,3 +179,47 @@ def test_bad_flags_fail_at_start_naming_the_flag(args, flag, tmp_path):
     assert errors and flag in errors[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "bad" / "checkpoint").exists()
+
+
+# ------------------------------------------------------------------ averaged numbers
+@pytest.mark.parametrize("regularizer", ["beta_tc", "factor"])
+def test_evaluate_and_tuner_report_means_not_the_last_batch(regularizer):
+    """model.evaluate over k batches (the last one smaller) = the example-weighted
+    numpy mean of the per-batch terms; the tuner's objective = the same mean −ELBO."""
+    from trainers import tune
+    dataset = data_lib.load("moons")
+    config = ModelConfig(regularizer=regularizer, prior="decoupled",
+                         num_train=dataset.num_train)
+    model = build_model(config)
+    batches = data_lib.batch(dataset.validation, 120, shuffle=False, seed=0, repeat=False,
+                             drop_remainder=False)  # 500 points: 4 × 120 + 20
+    per_batch, sizes = [], []
+    for x in batches:
+        terms, z = model.compute_terms(x)
+        if model.discriminator is not None:
+            terms.update(model._discriminator_step(z, 1, update=False))
+        per_batch.append({k: float(v) for k, v in terms.items()})
+        sizes.append(int(x.shape[0]))
+    assert sizes == [120, 120, 120, 120, 20]
+    results = model.evaluate(batches, verbose=0, return_dict=True)
+    for name in ("loss", "elbo", "kl", "reconstruction"):
+        values = np.array([b[name] for b in per_batch])
+        expected = np.average(values, weights=sizes)
+        assert results[name] == pytest.approx(expected, rel=1e-5, abs=1e-6), name
+        assert abs(values[-1] - expected) > 1e-4  # the last batch alone would differ
+    if regularizer == "factor":
+        assert results["discriminator_accuracy"] == pytest.approx(
+            np.average([b["discriminator_accuracy"] for b in per_batch], weights=sizes))
+    elbo = np.average([b["elbo"] for b in per_batch[:3]], weights=sizes[:3])
+    assert tune.validation_loss(model, dataset, 120, max_batches=3) == \
+        pytest.approx(-elbo, rel=1e-5)
+
+
+def test_window_means_recover_the_mean_of_each_window():
+    from tf_dpvae.callbacks import window_means
+    values = np.random.default_rng(0).normal(size=30)
+    running = np.cumsum(values) / np.arange(1, 31)
+    first = window_means(None, (9, {"loss": running[9]}))
+    assert first["loss"] == pytest.approx(values[:10].mean())
+    second = window_means((9, {"loss": running[9]}), (24, {"loss": running[24]}))
+    assert second["loss"] == pytest.approx(values[10:25].mean())

@@ -84,10 +84,31 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
             logging.info("saved checkpoint at step %d", step)
 
 
+def window_means(previous, current):
+    """Means over the batches between two readings of running epoch means.
+
+    ``previous`` and ``current`` are (batch index within the epoch, {name: running
+    mean}) after batches j and k of the same epoch (``previous=None``: the epoch's
+    start). The trackers weight batches equally here (same batch size), so the mean
+    of batches j+1..k is ``((k + 1)·m_k − (j + 1)·m_j) / (k − j)``.
+    """
+    k, now = current
+    j, before = previous if previous is not None else (-1, {})
+    return {name: ((k + 1) * float(value) - (j + 1) * float(before.get(name, 0.0))) / (k - j)
+            for name, value in now.items()}
+
+
 class Summaries(keras.callbacks.Callback):
-    """TensorBoard: every loss term and the learning rate every ``scalar_every`` steps,
-    a grid of generated samples (images) or a scatter plot (points) every
-    ``sample_every`` steps, validation terms at each epoch end."""
+    """TensorBoard: every loss term (its mean over the steps since the last write) and
+    the learning rate every ``scalar_every`` steps, a grid of generated samples (images)
+    or a scatter plot (points) every ``sample_every`` steps, the validation means at
+    each epoch end.
+
+    The model reports running means over the epoch (metric trackers); the scalars
+    written here are recovered from them as means over each window
+    (:func:`window_means`); logs that are not trackers (schedules such as β-VAE-B's
+    capacity) are written as they are.
+    """
 
     def __init__(self, log_dir, scalar_every, sample_every, data_points=None,
                  num_samples=64):
@@ -98,13 +119,24 @@ class Summaries(keras.callbacks.Callback):
         self.sample_every = sample_every
         self.data_points = data_points
         self.num_samples = num_samples
+        self._previous = None  # (batch index in the epoch, running means) at the last write
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._previous = None
 
     def on_train_batch_end(self, batch, logs=None):
         step = global_step(self.model)
         if step % self.scalar_every == 0 and logs:
+            if self._previous is not None and batch <= self._previous[0]:
+                self._previous = None  # a new epoch began without on_epoch_begin
+            tracked = {m.name for m in self.model.metrics}
+            current = (batch, {k: float(v) for k, v in logs.items() if k in tracked})
+            values = {k: float(v) for k, v in logs.items() if k not in tracked}
+            values.update(window_means(self._previous, current))
+            self._previous = current
             with self.train_writer.as_default(step=step):
-                for name, value in logs.items():
-                    tf.summary.scalar(name, float(value))
+                for name, value in values.items():
+                    tf.summary.scalar(name, value)
                 tf.summary.scalar("learning_rate",
                                   float(keras.ops.convert_to_numpy(
                                       self.model.optimizer.learning_rate)))

@@ -29,7 +29,7 @@ from tf_dpvae.metrics import MetricUnavailableError
 from tf_dpvae.metrics import aggregate as aggregate_lib
 from tf_dpvae.metrics import divergence, fid, leakage, likelihood, selection
 
-METRICS = ("fid", "fid_lp", "skl", "nll", "leakage")
+METRICS = ("validation", "fid", "fid_lp", "skl", "nll", "leakage")
 
 DISPLAY_NAMES = {  # (standard prior, decoupled prior), as in the paper's Table 1
     "vae": ("VAE", "dpVAE"),
@@ -159,6 +159,17 @@ def evaluate(model, dataset, options, extractor=None):
     results = {"model": display_name(config), "regularizer": config.regularizer,
                "prior": config.prior, "dataset": config.dataset,
                "data_source": dataset.source, "seed": options.seed, "unavailable": {}}
+
+    if "validation" in wanted:
+        # Every training term as a mean over the whole validation split (the model's
+        # trackers weight each batch by its size), as `fit` reports val_* per epoch.
+        _say(options, f"training terms on the validation split ({dataset.num_validation} "
+             "examples)")
+        batches = data_lib.batch(dataset.validation, config.batch_size, shuffle=False,
+                                 seed=0, repeat=False, drop_remainder=False)
+        results["validation"] = {k: float(v) for k, v in model.evaluate(
+            batches, verbose=0, return_dict=True).items()}
+        results["validation_examples"] = int(dataset.num_validation)
 
     _say(options, f"encoding the training split ({dataset.num_train} examples"
          + (f", capped at {options.max_examples}" if options.max_examples else "") + ")")

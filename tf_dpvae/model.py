@@ -1,8 +1,11 @@
 """DpVAE: the Keras model that ties encoder, decoder, prior and objective together.
 
-``train_step`` / ``test_step`` return the objective's named terms, so ``model.fit``,
-callbacks and distribution strategies work unchanged; the same ``train_step`` serves
-the custom multi-worker loop in ``trainers``.
+``train_step`` / ``test_step`` feed the objective's named terms into one
+``keras.metrics.Mean`` tracker each (weighted by the number of examples) and return the
+trackers' results, so ``model.fit`` shows epoch means, ``model.evaluate`` the mean over
+the whole validation set (not the last batch), and callbacks and distribution
+strategies work unchanged; the same ``train_step`` serves the custom multi-worker loop
+in ``trainers``.
 
 Randomness is stateless: the noise of a step is derived from (seed, optimizer step,
 replica), so a resumed run draws exactly the noise the uninterrupted run would have.
@@ -60,9 +63,16 @@ class DpVAE(keras.Model):
             bound_shift=config.flow_bound_shift) if config.prior == "decoupled" else \
             priors.make_prior(config.prior, config.latent_dim)
         self.likelihood = likelihoods.make_likelihood(
-            config.likelihood, len(config.input_shape), scale=config.gaussian_scale,
-            learn_scale=config.learn_gaussian_scale, images=len(config.input_shape) == 3)
+            config.likelihood, config.input_shape, scale=config.gaussian_scale,
+            learn_scale=config.learn_gaussian_scale, images=len(config.input_shape) == 3,
+            mse_weight=config.mse_weight)
         self.objective = objectives.make_objective(config)
+        names = objectives.term_names(config.regularizer) + ("elbo",)
+        if config.regularizer == "factor":
+            names += ("discriminator_loss", "discriminator_accuracy")
+        # One mean tracker per reported term (the Keras VAE example's pattern).
+        self.term_trackers = [keras.metrics.Mean(name=name) for name in names]
+        self.schedule_names = objectives.schedule_names(config.regularizer)
         if config.regularizer == "factor":
             self.discriminator = make_discriminator(config.latent_dim)
             # Kim & Mnih's discriminator optimizer settings.
@@ -111,6 +121,21 @@ class DpVAE(keras.Model):
                 self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
     @property
+    def metrics(self):
+        """The trackers: Keras resets them at each epoch and before ``evaluate``."""
+        return list(self.term_trackers)
+
+    def _track(self, terms, x):
+        """Add one batch's terms, weighted by its size; return every tracker's mean
+        and the schedules' values at this step."""
+        batch_size = tf.cast(tf.shape(x)[0], tf.float32)
+        for tracker in self.term_trackers:
+            tracker.update_state(terms[tracker.name], sample_weight=batch_size)
+        results = {tracker.name: tracker.result() for tracker in self.term_trackers}
+        results.update({name: terms[name] for name in self.schedule_names})
+        return results
+
+    @property
     def vae_variables(self):
         """Trainable variables of encoder, decoder, prior and likelihood (not the discriminator)."""
         excluded = set()
@@ -134,7 +159,9 @@ class DpVAE(keras.Model):
         mean, log_var = self.encode(x, training=training)
         noise = tf.random.stateless_normal(tf.shape(mean), self._step_seed(_NOISE_POSTERIOR))
         z = gaussian.reparameterize(mean, log_var, noise)
-        reconstruction = -self.likelihood.log_prob(x, self.decode(z, training=training))
+        # −log p(x|z) = reconstruction + likelihood.normalizer (a constant, 0 except "mse").
+        reconstruction = self.likelihood.reconstruction_loss(
+            x, self.decode(z, training=training))
         if config.prior == "normal" and config.analytic_kl:
             kl = estimators.kl_to_prior(mean, log_var, self.prior)
         elif config.kl_samples <= 1:
@@ -156,7 +183,7 @@ class DpVAE(keras.Model):
             step=self.optimizer.iterations if self.optimizer is not None else 0,
             sample_prior=sample_prior, discriminator=self.discriminator)
         terms = self.objective(batch)
-        terms["elbo"] = -tf.reduce_mean(reconstruction + kl)
+        terms["elbo"] = -tf.reduce_mean(reconstruction + kl) - self.likelihood.normalizer
         return terms, z
 
     def train_step(self, data):
@@ -171,10 +198,11 @@ class DpVAE(keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables))
         if self.discriminator is not None:
             terms.update(self._discriminator_step(z, replicas))
-        return terms
+        return self._track(terms, x)
 
-    def _discriminator_step(self, z, replicas):
-        """One FactorVAE discriminator update on stopped-gradient codes.
+    def _discriminator_step(self, z, replicas, update=True):
+        """FactorVAE's discriminator loss and accuracy on stopped-gradient codes, and
+        (``update=True``) one update of the discriminator.
 
         The first half of the batch gives samples of q(z) (label 0), the second half,
         each coordinate shuffled, samples of Π_j q(z_j) (label 1). The logits are
@@ -185,19 +213,22 @@ class DpVAE(keras.Model):
         joint = z[:half]
         product = permute_dims(z[half:2 * half], self._step_seed(_NOISE_PERMUTE))
         with tf.GradientTape() as tape:
-            logits = self.discriminator(tf.concat([joint, product], 0), training=True)
+            logits = self.discriminator(tf.concat([joint, product], 0), training=update)
             labels = tf.concat([tf.zeros([half], tf.int32), tf.ones([half], tf.int32)], 0)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=labels, logits=logits))
             scaled = loss / replicas
-        variables = self.discriminator.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        self.discriminator_optimizer.apply_gradients(zip(grads, variables))
+        if update:
+            variables = self.discriminator.trainable_variables
+            grads = tape.gradient(scaled, variables)
+            self.discriminator_optimizer.apply_gradients(zip(grads, variables))
         accuracy = tf.reduce_mean(tf.cast(
             tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         return {"discriminator_loss": loss, "discriminator_accuracy": accuracy}
 
     def test_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
-        terms, _ = self.compute_terms(x, training=False)
-        return terms
+        terms, z = self.compute_terms(x, training=False)
+        if self.discriminator is not None:
+            terms.update(self._discriminator_step(z, 1, update=False))
+        return self._track(terms, x)

@@ -63,13 +63,15 @@ class Param:
 REGULARIZER_PARAMS = {
     "vae": (),
     "beta_h": (Param("beta", "float", 0.5, 16.0, log=True),),
+    # Per-example scale (tf_dpvae/objectives.py): Table 2's 25, (1, 4, 15), 1000 at B = 100
+    # are 0.25, (0.01, 0.04, 0.15), 10; the ranges span them.
     "beta_b": (Param("capacity_gamma", "float", 1.0, 100.0, log=True),
-               Param("capacity_max", "float", 1.0, 50.0, log=True)),
-    "beta_tc": (Param("tc_alpha", "float", 0.5, 2.0),
-                Param("tc_beta", "float", 1.0, 16.0, log=True),
-                Param("tc_gamma", "float", 1.0, 50.0, log=True)),
+               Param("capacity_max", "float", 0.01, 5.0, log=True)),
+    "beta_tc": (Param("tc_alpha", "float", 0.005, 0.02),
+                Param("tc_beta", "float", 0.01, 0.16, log=True),
+                Param("tc_gamma", "float", 0.01, 0.5, log=True)),
     "factor": (Param("factor_gamma", "float", 1.0, 100.0, log=True),),
-    "info": (Param("info_lambda", "float", 1.0, 1000.0, log=True),),
+    "info": (Param("info_lambda", "float", 1.0, 100.0, log=True),),
 }
 PRIOR_PARAMS = {
     "normal": (),

@@ -25,6 +25,7 @@ import numpy as np
 
 REGULARIZERS = ("vae", "beta_h", "beta_b", "beta_tc", "factor", "info")
 PRIORS = ("normal", "decoupled")
+PRESETS = ("paper", "official")
 COLUMNS = (("fid", "FID"), ("fid_lp", "FID (LP)"), ("skl", "sKL"), ("nll_nats", "NLL (nats)"))
 RUN_FILENAME = "study_run.json"
 STUDY_FILENAME = "study.json"
@@ -91,10 +92,16 @@ BUDGETS = {
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
+    """One run. ``preset`` picks the flagfiles: ``paper`` (Table 2 and Appendix C as
+    written, the same for both priors: ``configs/<dataset>/<reg>_<prior>.flags``) or
+    ``official`` (the released configs as they are, per prior:
+    ``configs/<dataset>/official/<reg>_<prior>.flags``)."""
+
     dataset: str
     regularizer: str
     prior: str
     seed: int
+    preset: str = "paper"
 
     @property
     def name(self):
@@ -105,20 +112,26 @@ class RunSpec:
                             f"seed{self.seed}")
 
     def flagfile(self):
-        return os.path.join(CONFIG_DIR, self.dataset, f"{self.regularizer}_{self.prior}.flags")
+        folder = os.path.join(CONFIG_DIR, self.dataset)
+        if self.preset != "paper":
+            folder = os.path.join(folder, self.preset)
+        return os.path.join(folder, f"{self.regularizer}_{self.prior}.flags")
 
 
-def plan(datasets, regularizers=REGULARIZERS, priors=PRIORS, seeds=1):
+def plan(datasets, regularizers=REGULARIZERS, priors=PRIORS, seeds=1, preset="paper"):
     """Every run, ordered so that the two priors of a pair run next to each other and
     a whole seed of a dataset finishes before the next seed starts."""
-    specs = [RunSpec(d, r, p, s) for d in datasets for s in range(seeds)
+    if preset not in PRESETS:
+        raise ValueError(f"--preset={preset!r}: expected one of {PRESETS}")
+    specs = [RunSpec(d, r, p, s, preset) for d in datasets for s in range(seeds)
              for r in regularizers for p in priors]
     if not os.path.isdir(CONFIG_DIR):
         raise FileNotFoundError(f"{CONFIG_DIR}: not found; run the study from the "
                                 "repository root (the flagfiles name each other from there)")
     for spec in specs:
         if not os.path.exists(spec.flagfile()):
-            raise ValueError(f"--datasets/--regularizers: no flagfile {spec.flagfile()}")
+            raise ValueError(f"--datasets/--regularizers/--preset: no flagfile "
+                             f"{spec.flagfile()}")
     return specs
 
 
@@ -160,7 +173,8 @@ def training_args(spec, budget, out, *, data_dir=None, data_source="auto",
             f"--data_source={data_source}"]
     if data_dir:
         args.append(f"--data_dir={data_dir}")
-    learning_rate = budget.learning_rate_for(spec.dataset)
+    # The official preset keeps each released learning rate (they differ per prior).
+    learning_rate = budget.learning_rate_for(spec.dataset) if spec.preset == "paper" else None
     if learning_rate is not None:
         args.append(f"--learning_rate={learning_rate}")
     flag_steps = base_train.train_steps
@@ -232,8 +246,8 @@ def run_one(spec, budget, out, *, data_dir=None, data_source="auto", extractor="
 def _write_record(directory, record):
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, RUN_FILENAME + ".tmp")
-    with open(temporary, "w") as f:
-        json.dump(record, f, indent=2)
+    from tf_dpvae.evaluation import write_json
+    write_json(temporary, record)  # strict JSON: non-finite numbers become null
     os.replace(temporary, os.path.join(directory, RUN_FILENAME))
 
 
@@ -443,7 +457,9 @@ def load_records(out, datasets, regularizers=REGULARIZERS, seeds=None):
 def write_report(out, datasets, budget, command, regularizers=REGULARIZERS, seeds=None):
     """``<out>/report.md`` (+ per-dataset ``table.md`` and figures); returns the text."""
     records = load_records(out, datasets, regularizers, seeds)
-    parts = [f"# dpVAE study: `{budget.name}` budget\n",
+    presets = sorted({r.get("preset", "paper") for r in records}) or ["paper"]
+    parts = [f"# dpVAE study: `{budget.name}` budget, `{'`, `'.join(presets)}` "
+             "configuration\n",
              f"Command: `{command}`\n",
              f"Budget: {budget.description}. Evaluation: "
              + ", ".join(f"{k}={v}" for k, v in budget.eval_options.items()) + ".\n",

@@ -38,7 +38,7 @@ class TrainConfig:
     summary_every: int = 100
     sample_every: int = 1000
     steps_per_epoch: int = 500        # progress-bar and validation granularity
-    validation_steps: int = 10
+    validation_steps: int = 0         # 0: the whole validation split
     strategy: str = "default"
     data_dir: str | None = None
     data_source: str = "auto"
@@ -162,21 +162,26 @@ def train(model_config, train_config):
         callback_list.append(cbs.Summaries(tc.model_dir, tc.summary_every, tc.sample_every,
                                            data_points=data_points))
     train_batches = data_lib.batch(dataset.train, config.batch_size, shuffle=True,
-                                   seed=config.seed, repeat=True,
-                                   drop_remainder=True).skip(start_step)
+                                   seed=config.seed, repeat=True, drop_remainder=True)
+    if config.augment:
+        # Before skip(): batch k draws the same augmentation after a resume.
+        train_batches = data_lib.augment_batches(train_batches, config.seed)
+    train_batches = train_batches.skip(start_step)
     started = time.time()
     if start_step < tc.train_steps:
         if tc.strategy == "multi_worker":
             _custom_loop(model, strategy, train_batches, callback_list, tc)
         else:
+            whole = tc.validation_steps == 0
             validation = data_lib.batch(dataset.validation, config.batch_size,
-                                        shuffle=False, seed=config.seed, repeat=True,
-                                        drop_remainder=True)
+                                        shuffle=False, seed=config.seed, repeat=not whole,
+                                        drop_remainder=False)
             epochs_left = math.ceil((tc.train_steps - start_step) / tc.steps_per_epoch)
             initial_epoch = start_step // tc.steps_per_epoch
             model.fit(train_batches, epochs=initial_epoch + epochs_left,
                       initial_epoch=initial_epoch, steps_per_epoch=tc.steps_per_epoch,
-                      validation_data=validation, validation_steps=tc.validation_steps,
+                      validation_data=validation,
+                      validation_steps=None if whole else tc.validation_steps,
                       callbacks=callback_list, shuffle=False,
                       verbose=tc.verbose if chief else 0)
     elapsed = time.time() - started
@@ -245,10 +250,15 @@ def _custom_loop(model, strategy, dataset, callback_list, tc):
     callbacks.on_train_begin()
     progbar = keras.utils.Progbar(tc.train_steps, verbose=tc.verbose if is_chief(strategy)
                                   else 0)
+    index = 0  # batch index within the epoch, as model.fit counts it
     while not model.stop_training and cbs.global_step(model) < tc.train_steps:
+        if index == 0:
+            model.reset_metrics()  # the trackers average over one epoch, as in fit
+            callbacks.on_epoch_begin(cbs.global_step(model) // tc.steps_per_epoch)
         logs = {k: float(np.asarray(v)) for k, v in step_fn(iterator).items()}
-        callbacks.on_train_batch_end(cbs.global_step(model), logs)
+        callbacks.on_train_batch_end(index, logs)
         progbar.update(cbs.global_step(model), list(logs.items()))
+        index = 0 if cbs.global_step(model) % tc.steps_per_epoch == 0 else index + 1
     callbacks.on_train_end()
     dump = os.environ.get("TF_DPVAE_DUMP_WEIGHTS")
     if dump:  # test hook: this worker's own copy of the weights (model.weights order)

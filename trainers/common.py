@@ -13,6 +13,7 @@ from tf_dpvae.training import STRATEGIES, TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFAULTS = ModelConfig()
+AUGMENTABLE = ("mnist", "fashion_mnist")
 PROGRESS = {"bar": 1, "epoch": 2, "none": 0}  # Keras `verbose` values
 
 
@@ -40,6 +41,14 @@ def define_model_flags(flag_values=FLAGS):
                        "if learned).", lower_bound=1e-6, flag_values=flag_values)
     flags.DEFINE_boolean("learn_gaussian_scale", None, "Learn the Gaussian scale.",
                          flag_values=flag_values)
+    flags.DEFINE_float("mse_weight", _DEFAULTS.mse_weight, "likelihood mse: the official "
+                       "code's reconstruction mse_weight · Σ (x̂ − x)² (a Gaussian with "
+                       "σ² = 1 / (2 · mse_weight)).", lower_bound=1e-9,
+                       flag_values=flag_values)
+    flags.DEFINE_boolean("augment", _DEFAULTS.augment, "Augment training images as the "
+                         "official code's MNIST configs do (random brightness/contrast, "
+                         "rotation ±5°, translation 10 %, scale 0.9–1.1).",
+                         flag_values=flag_values)
     flags.DEFINE_integer("flow_blocks", _DEFAULTS.flow_blocks, "Coupling blocks K.",
                          lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("flow_hidden_units", _DEFAULTS.flow_hidden_units,
@@ -59,28 +68,28 @@ def define_model_flags(flag_values=FLAGS):
     flags.DEFINE_integer("kl_samples", _DEFAULTS.kl_samples,
                          "Monte Carlo samples of the KL (decoupled prior).", lower_bound=1,
                          flag_values=flag_values)
-    flags.DEFINE_float("beta", _DEFAULTS.beta, "beta_h: KL weight β.", lower_bound=0,
+    weights = "(default: Table 2 converted to the per-example loss at the dataset's paper " \
+        "batch size, tf_dpvae/objectives.py)"
+    flags.DEFINE_float("beta", None, f"beta_h: KL weight β {weights}.", lower_bound=0,
                        flag_values=flag_values)
-    flags.DEFINE_float("capacity_gamma", _DEFAULTS.capacity_gamma, "beta_b: γ.",
+    flags.DEFINE_float("capacity_gamma", None, f"beta_b: γ {weights}.",
                        lower_bound=0, flag_values=flag_values)
-    flags.DEFINE_float("capacity_max", _DEFAULTS.capacity_max, "beta_b: C_max (nats).",
-                       lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_float("capacity_max", None, "beta_b: C_max in nats per example (Table 2's "
+                       "25 for the batch-summed KL, i.e. 25 / B).", lower_bound=0,
+                       flag_values=flag_values)
     flags.DEFINE_integer("capacity_stop_steps", _DEFAULTS.capacity_stop_steps,
                          "beta_b: steps until C reaches C_max.", lower_bound=1,
                          flag_values=flag_values)
-    flags.DEFINE_float("tc_alpha", _DEFAULTS.tc_alpha, "beta_tc: MI weight α.",
+    flags.DEFINE_float("tc_alpha", None, f"beta_tc: MI weight α {weights}.",
                        flag_values=flag_values)
-    flags.DEFINE_float("tc_beta", _DEFAULTS.tc_beta, "beta_tc: TC weight β.",
+    flags.DEFINE_float("tc_beta", None, f"beta_tc: TC weight β {weights}.",
                        flag_values=flag_values)
-    flags.DEFINE_float("tc_gamma", _DEFAULTS.tc_gamma, "beta_tc: dimension-wise KL weight γ.",
+    flags.DEFINE_float("tc_gamma", None, f"beta_tc: dimension-wise KL weight γ {weights}.",
                        flag_values=flag_values)
-    flags.DEFINE_float("factor_gamma", _DEFAULTS.factor_gamma,
-                       "factor: TC weight γ (per-example; Table 2's 1000 at batch 100).",
+    flags.DEFINE_float("factor_gamma", None, f"factor: TC weight γ {weights}.",
                        flag_values=flag_values)
-    flags.DEFINE_float("info_alpha", _DEFAULTS.info_alpha, "info: α.", flag_values=flag_values)
-    flags.DEFINE_float("info_lambda", _DEFAULTS.info_lambda,
-                       "info: λ (per-example; Table 2's 1000 at batch 100).",
-                       flag_values=flag_values)
+    flags.DEFINE_float("info_alpha", None, f"info: α {weights}.", flag_values=flag_values)
+    flags.DEFINE_float("info_lambda", None, f"info: λ {weights}.", flag_values=flag_values)
     flags.DEFINE_float("mmd_bandwidth_sq", None, "info: RBF bandwidth h² (default L).",
                        lower_bound=1e-9, flag_values=flag_values)
     flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate.",
@@ -108,8 +117,9 @@ def define_train_flags(flag_values=FLAGS):
                          lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("steps_per_epoch", 500, "Steps per progress bar / validation.",
                          lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_integer("validation_steps", 10, "Validation batches per epoch.",
-                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("validation_steps", 0, "Validation batches per epoch (0: the "
+                         "whole validation split; the reported values are means).",
+                         lower_bound=0, flag_values=flag_values)
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                       "tf.distribute strategy; multi_worker reads TF_CONFIG.",
                       flag_values=flag_values)
@@ -139,6 +149,9 @@ def validate_model_config(config):
     """Errors that can be found before any data is read, each naming its flag."""
     if config.prior == "decoupled":
         priors.coupling_masks(config.latent_dim, config.flow_blocks, config.flow_masks)
+    if config.augment and config.dataset not in AUGMENTABLE:
+        raise ValueError(f"--augment: the official augmentation is for 28×28 grey images "
+                         f"({', '.join(AUGMENTABLE)}), not --dataset={config.dataset}")
     if config.regularizer == "factor" and config.batch_size < 4:
         raise ValueError(f"--batch_size={config.batch_size}: FactorVAE splits the batch in "
                          "two halves; use at least 4")

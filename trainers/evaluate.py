@@ -17,8 +17,9 @@ from trainers import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A directory written by trainers.fit.", required=True)
-flags.DEFINE_list("metrics", ["fid", "fid_lp", "skl", "nll", "leakage"],
-                  "Which metrics to compute.")
+flags.DEFINE_list("metrics", ["validation", "fid", "fid_lp", "skl", "nll", "leakage"],
+                  "Which metrics to compute (validation: every training term as a mean "
+                  "over the whole validation split).")
 flags.DEFINE_boolean("figures", True, "Write the figures.")
 flags.DEFINE_integer("num_samples", 10_000, "Generated (and LP) samples for FID.",
                      lower_bound=2)

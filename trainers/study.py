@@ -42,6 +42,11 @@ flags.DEFINE_integer("seeds", 2, "Seeds per (regularizer, prior): 0 .. seeds-1."
                      lower_bound=1)
 flags.DEFINE_list("regularizers", ["vae", "beta_h", "beta_b", "beta_tc", "factor", "info"],
                   "Which regularizers.")
+flags.DEFINE_enum("preset", "paper", ["paper", "official"],
+                  "Configurations: paper (Table 2 / Appendix C, the same for both priors, "
+                  "weights converted to the per-example loss) or official (the released "
+                  "configs as they are, per prior; MNIST only; released learning rates "
+                  "kept at any budget).")
 flags.DEFINE_integer("jobs", 1, "Runs trained at the same time (separate processes).",
                      lower_bound=1)
 flags.DEFINE_string("data_dir", None, "As for trainers.fit.")
@@ -88,12 +93,14 @@ def run():
         raise ValueError(f"--regularizers: unknown {sorted(unknown)}; expected some of "
                          f"{study.REGULARIZERS}")
     budget = study.BUDGETS[FLAGS.budget]
-    specs = study.plan(FLAGS.datasets, FLAGS.regularizers, seeds=FLAGS.seeds)
+    specs = study.plan(FLAGS.datasets, FLAGS.regularizers, seeds=FLAGS.seeds,
+                       preset=FLAGS.preset)
     command = "python -m trainers.study " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--report_only"))
     if not FLAGS.report_only:
         study.check_study_dir(FLAGS.out, budget, {"data_source": FLAGS.data_source,
-                                                  "feature_extractor": FLAGS.feature_extractor})
+                                                  "feature_extractor": FLAGS.feature_extractor,
+                                                  "preset": FLAGS.preset})
         todo = [s for s in specs if study.finished(s, FLAGS.out) is None]
         _say(f"{len(specs)} runs, {len(specs) - len(todo)} already finished in {FLAGS.out}; "
              f"{len(todo)} to go ({budget.name} budget, {FLAGS.jobs} at a time)")

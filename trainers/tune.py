@@ -177,21 +177,21 @@ def make_tuner(base, params):
                       overwrite=False)
 
 
-def validation_loss(model, dataset, batch_size):
-    """Mean negative ELBO over the validation split (``objective_max_batches`` at most)."""
-    import numpy as np
-    import tensorflow as tf
+def validation_loss(model, dataset, batch_size, max_batches=None):
+    """Mean negative ELBO over the validation split (``max_batches``, default
+    ``--objective_max_batches``, at most).
+
+    ``model.evaluate`` through the model's trackers: a mean over examples, not the
+    last batch.
+    """
     from tf_dpvae import data as data_lib
     batches = data_lib.batch(dataset.validation, batch_size, shuffle=False, seed=0,
                              repeat=False, drop_remainder=False)
-    step = tf.function(model.test_step)
-    total, count = 0.0, 0
-    for x in batches.take(FLAGS.objective_max_batches):
-        x0 = data_lib.example_image(x)
-        n = int(x0.shape[0])
-        total += -float(np.asarray(step(x)["elbo"])) * n
-        count += n
-    return total / count
+    if max_batches is None:
+        max_batches = FLAGS.objective_max_batches
+    results = model.evaluate(batches.take(max_batches), verbose=0,
+                             return_dict=True)
+    return -float(results["elbo"])
 
 
 def flag_line(name, value):
