@@ -21,7 +21,17 @@ def _sum_event(values, event_rank):
     return tf.reduce_sum(values, axis=list(range(-event_rank, 0)))
 
 
-class BernoulliLikelihood(keras.layers.Layer):
+class _Likelihood(keras.layers.Layer):
+    """−log p(x|z) = ``reconstruction_loss`` + ``normalizer``; by default the whole
+    −log p is the loss term and the normalizer is 0."""
+
+    normalizer = 0.0
+
+    def reconstruction_loss(self, x, decoder_output):
+        return -self.log_prob(x, decoder_output)
+
+
+class BernoulliLikelihood(_Likelihood):
     """p(x|z) = Π_d Bern(x_d; sigmoid(ℓ_d)), ℓ the decoder's logits.
 
     ``log p = Σ_d x_d log σ(ℓ_d) + (1 − x_d) log(1 − σ(ℓ_d))``, also used for
@@ -36,16 +46,11 @@ class BernoulliLikelihood(keras.layers.Layer):
         return -_sum_event(tf.nn.sigmoid_cross_entropy_with_logits(
             labels=x, logits=decoder_output), self.event_rank)
 
-    normalizer = 0.0
-
-    def reconstruction_loss(self, x, decoder_output):
-        return -self.log_prob(x, decoder_output)
-
     def mean(self, decoder_output):
         return tf.sigmoid(decoder_output)
 
 
-class GaussianLikelihood(keras.layers.Layer):
+class GaussianLikelihood(_Likelihood):
     """p(x|z) = Π_d N(x_d; m_d, s²) with one scale s, fixed or learned.
 
     ``m`` is the decoder output, through a sigmoid for images in [0, 1]. A learned
@@ -65,11 +70,6 @@ class GaussianLikelihood(keras.layers.Layer):
     def log_prob(self, x, decoder_output):
         return _sum_event(gaussian.log_normal_diag(
             x, self.mean(decoder_output), self.log_var), self.event_rank)
-
-    normalizer = 0.0
-
-    def reconstruction_loss(self, x, decoder_output):
-        return -self.log_prob(x, decoder_output)
 
     def mean(self, decoder_output):
         return tf.sigmoid(decoder_output) if self.sigmoid_mean else decoder_output
