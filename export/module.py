@@ -1,13 +1,16 @@
-"""ServingModule: the part of a trained DpVAE that serving needs, as a ``tf.Module``.
+"""ServingModule: the part of a trained DpVAE that serving needs, exported with Keras'
+own ``keras.export.ExportArchive``.
 
 It holds the model's encoder, decoder, prior (with its coupling nets) and likelihood,
-and nothing else: no optimizer slots, no step counter, no FactorVAE discriminator. What
-a SavedModel of it contains is the variables its signatures read (see
-:meth:`ServingModule.signatures`).
-Each signature is one of its methods, wrapped in a ``tf.function`` with an explicit
-``input_signature`` (:data:`INPUT_SPECS`); each returns a dict of float32 tensors (never a
-Distribution), so ``tf.saved_model.save`` can write it and TF Serving can run it. The
-methods also work eagerly (``module.decode(z)``).
+and nothing else: no optimizer slots, no step counter, no FactorVAE discriminator.
+:meth:`ServingModule.archive` tracks exactly those layers in an ``ExportArchive`` and
+registers each signature as an endpoint: one of the module's methods, wrapped by the
+archive in a ``tf.function`` with an explicit ``input_signature`` (:data:`INPUT_SPECS`);
+each returns a dict of float32 tensors (never a Distribution), so the archive's
+``write_out`` can write it and TF Serving can run it (the archive saves the
+``tf.Variable`` objects the graphs capture, so TF1-style loaders such as TF Serving
+and ``saved_model_cli run`` find them initialised). The methods also work eagerly
+(``module.decode(z)``).
 
 Signatures (n is the batch, dynamic everywhere; L the latent size; D... the data's shape,
 ``[2]`` for two moons, ``[28, 28, 1]`` for MNIST):
@@ -43,6 +46,7 @@ request format produces.
 
 import types
 
+import keras
 import tensorflow as tf
 
 SIGNATURES = ("serving_default", "sample", "sample_from_z0", "decode", "encode",
@@ -108,23 +112,21 @@ def _batch_of(value, name, shape, description):
     return value
 
 
-class ServingModule(tf.Module):
+class ServingModule:
     """Encoder, decoder, prior and likelihood of a trained DpVAE, with serving signatures.
 
     Example::
 
         module = ServingModule(restore_model("runs/moons/beta_h_decoupled"))
-        tf.saved_model.save(module, "export/1", signatures=module.signatures())
+        module.archive().write_out("export/1", verbose=False)
         out = tf.saved_model.load("export/1").signatures["serving_default"](
             num_samples=tf.constant(5), seed=tf.constant(0, tf.int64))
         out["x"], out["z"]
     """
 
     def __init__(self, model, max_samples=DEFAULT_MAX_SAMPLES):
-        super().__init__(name="dpvae_serving")
         config = model.config
-        # A plain namespace, which tf.Module does not track: what gets saved is the
-        # variables the signatures read (``serving_variables``, set by signatures()).
+        self._archive = None
         self._parts = types.SimpleNamespace(
             encoder=model.encoder, decoder=model.decoder, prior=model.prior,
             likelihood=model.likelihood)
@@ -222,28 +224,39 @@ class ServingModule(tf.Module):
         return {"z": tf.identity(self.prior.to_representation(self._z(z0, "z0")),
                                  name="z")}
 
-    def signatures(self):
-        """{signature name: concrete function} for ``tf.saved_model.save``.
+    def archive(self):
+        """The ``keras.export.ExportArchive`` of the serving layers and signatures.
 
-        Each method is wrapped in a ``tf.function`` with its :data:`INPUT_SPECS` and
-        traced once. The functions are not attributes of the module, so saving does
-        not trace them a second time (TF keys its trace cache on the save context).
-
-        The module then tracks exactly the ``tf.Variable`` objects these graphs read,
-        keyed by name, as ``serving_variables``. Tracking the Keras layers instead
-        would save Keras 3's variable wrappers, not the ``tf.Variable`` inside them
-        that the graphs capture: ``tf.saved_model.load`` copes, but TF1-style loaders
-        (TF Serving, ``saved_model_cli run``) then find the graphs' variables
-        uninitialised. Keras' own ``ExportArchive`` tracks variables the same way.
+        It adds one endpoint per :data:`INPUT_SPECS` entry, ``sample`` first (the
+        archive makes the first endpoint ``serving_default`` too). The archive saves
+        the ``tf.Variable`` objects the endpoints' graphs capture, and only those (a
+        fixed Gaussian scale, never read, stays out), so TF1-style loaders (TF
+        Serving, ``saved_model_cli run``) find them initialised. The layers are *not*
+        passed to ``archive.track``: that would save every variable a second time, as
+        the Keras 3 variable wrappers (a SavedModel twice the size, same values). The
+        same variables are also listed, by name, as the ``serving_variables``
+        collection of the loaded object (no extra copy: the same objects). Built once;
+        ``write_out`` saves it.
         """
-        functions = {}
-        for name, specs in INPUT_SPECS.items():
-            function = tf.function(getattr(self, name), input_signature=specs,
-                                   autograph=False)
-            functions[name] = function.get_concrete_function()
-        variables = {}
-        for function in functions.values():
-            for variable in function.variables:
-                variables.setdefault(variable.name.split(":")[0], variable)
-        self.serving_variables = dict(sorted(variables.items()))
+        if self._archive is None:
+            archive = keras.export.ExportArchive()
+            # add_endpoint returns the tf.function it registered.
+            self._endpoints = {name: archive.add_endpoint(name, getattr(self, name),
+                                                          input_signature=specs)
+                               for name, specs in INPUT_SPECS.items()}
+            read = {}
+            for function in self._endpoints.values():
+                for variable in function.get_concrete_function().variables:
+                    read.setdefault(id(variable), variable)
+            archive.add_variable_collection(
+                "serving_variables", sorted(read.values(), key=lambda v: v.name))
+            self._archive = archive
+        return self._archive
+
+    def signatures(self):
+        """{signature name: concrete function} of the archive's endpoints, as they are
+        in memory (``serving_default`` is ``sample``'s)."""
+        self.archive()
+        functions = {name: function.get_concrete_function()
+                     for name, function in self._endpoints.items()}
         return {"serving_default": functions["sample"], **functions}

@@ -135,7 +135,7 @@ def reference_inputs(config):
     rng = np.random.default_rng(0)
     latent = config.latent_dim
     shape = (CHECK_BATCH,) + tuple(config.input_shape)
-    if len(config.input_shape) == 1:
+    if config.is_points:
         x = rng.normal(size=shape).astype(np.float32)
     else:
         x = rng.uniform(size=shape).astype(np.float32)
@@ -282,7 +282,7 @@ def export(model_dir, export_base, version=None, overwrite=False, check=True,
     try:
         saved = os.path.join(staging, "saved_model")
         _say(f"writing SavedModel version {version}")
-        tf.saved_model.save(module, saved, signatures=signatures)
+        module.archive().write_out(saved, verbose=False)
         extra = os.path.join(saved, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         shutil.copy(os.path.join(model_dir, CONFIG_FILENAME), extra)

@@ -27,7 +27,8 @@ def moons_runs(tmp_path_factory):
     dirs = {}
     for prior in ("normal", "decoupled"):
         model_dir = root / prior
-        _run("trainers.fit", f"--flagfile=trainers/configs/moons/beta_h_{prior}.flags",
+        _run("trainers.fit", "--flagfile=trainers/configs/moons/base.flags",
+             "--regularizer=beta_h", f"--prior={prior}",
              f"--model_dir={model_dir}", "--train_steps=300", "--checkpoint_every=300",
              "--steps_per_epoch=300", "--validation_steps=2", "--progress=none")
         _run("trainers.evaluate", f"--model_dir={model_dir}", "--num_samples=500",

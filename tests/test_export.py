@@ -166,7 +166,8 @@ def test_only_serving_variables_are_exported(exports):
     for word in ("optimizer", "discriminator", "iteration", "adam", "momentum"):
         assert word not in lowered, [k for k in keys if word in k.lower()]
     loaded = tf.saved_model.load(exp.path)
-    names = sorted(v.name.split(":")[0] for v in loaded.serving_variables.values())
+    assert len(loaded.serving_variables) == len(value_keys)
+    names = sorted(v.name.split(":")[0] for v in loaded.serving_variables)
     assert all(name.startswith(SERVING_PREFIXES) for name in names), names
     # Exactly the encoder, decoder and flow weights (the fixed Gaussian scale is never
     # read). Keras numbers layers per process, so compare the flow's names and every
@@ -176,7 +177,7 @@ def test_only_serving_variables_are_exported(exports):
                for v in part.weights]
     assert sorted(n for n in names if n.startswith("prior/")) == sorted(
         v.path for v in model.prior.weights)
-    assert sorted(tuple(v.shape) for v in loaded.serving_variables.values()) == sorted(
+    assert sorted(tuple(v.shape) for v in loaded.serving_variables) == sorted(
         tuple(v.shape) for v in weights)
 
 

@@ -402,7 +402,8 @@ def test_inspect_lp_classifies_decoded_samples(tiny_classifier, tmp_path):
     model_dir = tmp_path / "model"
     fit = subprocess.run(
         [sys.executable, "-m", "trainers.fit",
-         "--flagfile=trainers/configs/mnist/beta_h_decoupled.flags", "--data_source=offline",
+         "--flagfile=trainers/configs/mnist/base.flags", "--regularizer=beta_h",
+         "--prior=decoupled", "--data_source=offline",
          f"--model_dir={model_dir}", "--train_steps=20", "--checkpoint_every=20",
          "--steps_per_epoch=20", "--validation_steps=1", "--progress=none"],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)

@@ -8,7 +8,12 @@ import tensorflow as tf
 
 from tf_dpvae import objectives, priors
 from tf_dpvae.config import ModelConfig
-from tf_dpvae.model import permute_dims
+from tf_dpvae.objectives.beta_b import BetaVAEB
+from tf_dpvae.objectives.beta_h import BetaVAEH
+from tf_dpvae.objectives.beta_tc import BetaTCVAE
+from tf_dpvae.objectives.factor import FactorVAE, permute_dims
+from tf_dpvae.objectives.info import InfoVAE
+from tf_dpvae.objectives.vae import VAE
 
 B, L = 6, 3
 
@@ -27,7 +32,7 @@ def inputs():
     }
 
 
-def make_batch(inputs, step=0, discriminator=None, kl=None):
+def make_batch(inputs, step=0, kl=None):
     z = inputs["mean"] + np.exp(0.5 * inputs["log_var"]) * inputs["noise"]
     return objectives.Batch(
         reconstruction=tf.constant(inputs["reconstruction"]),
@@ -35,8 +40,7 @@ def make_batch(inputs, step=0, discriminator=None, kl=None):
         z=tf.constant(z), mean=tf.constant(inputs["mean"]),
         log_var=tf.constant(inputs["log_var"]),
         prior=priors.StandardNormalPrior(L), step=tf.constant(step, tf.int64),
-        sample_prior=lambda n: tf.constant(inputs["prior_z"])[:n],
-        discriminator=discriminator)
+        sample_prior=lambda n: tf.constant(inputs["prior_z"])[:n])
 
 
 def close(a, b, rtol=1e-5):
@@ -44,7 +48,7 @@ def close(a, b, rtol=1e-5):
 
 
 def test_vae(inputs):
-    terms = objectives.VAE()(make_batch(inputs))
+    terms = VAE()(make_batch(inputs))
     rec, kl = inputs["reconstruction"].astype(float), inputs["kl"].astype(float)
     close(terms["loss"], np.mean(rec + kl))
     close(terms["reconstruction"], rec.mean())
@@ -52,7 +56,7 @@ def test_vae(inputs):
 
 
 def test_beta_vae_h(inputs):
-    terms = objectives.BetaVAEH(beta=3.5)(make_batch(inputs))
+    terms = BetaVAEH(beta=3.5)(make_batch(inputs))
     rec, kl = inputs["reconstruction"].astype(float), inputs["kl"].astype(float)
     close(terms["loss"], np.mean(rec + 3.5 * kl))
 
@@ -61,7 +65,7 @@ def test_beta_vae_h(inputs):
 def test_beta_vae_b(inputs, step):
     # C(t) = min(25, 25 t / 100): 0, 2.5, 5, 12.5, 25 — the KLs lie in [2, 9], so |KL − C|
     # is taken on both sides of the capacity.
-    objective = objectives.BetaVAEB(gamma=15.0, capacity_max=25.0, capacity_stop_steps=100)
+    objective = BetaVAEB(gamma=15.0, capacity_max=25.0, capacity_stop_steps=100)
     terms = objective(make_batch(inputs, step=step))
     rec, kl = inputs["reconstruction"].astype(float), inputs["kl"].astype(float)
     capacity = min(25.0, 25.0 * step / 100)
@@ -71,7 +75,7 @@ def test_beta_vae_b(inputs, step):
 
 
 def test_beta_vae_b_capacity_schedule():
-    objective = objectives.BetaVAEB(capacity_max=25.0, capacity_stop_steps=100_000)
+    objective = BetaVAEB(capacity_max=25.0, capacity_stop_steps=100_000)
     for step, expected in [(0, 0.0), (50_000, 12.5), (100_000, 25.0), (200_000, 25.0)]:
         close(objective.capacity(tf.constant(step, tf.int64)), expected, rtol=1e-6)
         close(objective.capacity(step), expected, rtol=1e-6)
@@ -79,7 +83,7 @@ def test_beta_vae_b_capacity_schedule():
 
 def test_beta_tc_vae(inputs):
     """Batch = whole dataset (N = B), so MI, TC and DWKL are exact mixture quantities."""
-    objective = objectives.BetaTCVAE(dataset_size=B, alpha=1.5, beta=4.0, gamma=7.0)
+    objective = BetaTCVAE(dataset_size=B, alpha=1.5, beta=4.0, gamma=7.0)
     batch = make_batch(inputs)
     terms = objective(batch)
     mean = inputs["mean"].astype(float)
@@ -108,8 +112,10 @@ def test_factor_vae(inputs):
     def discriminator(z):
         return tf.matmul(z, tf.constant(weights))  # logits [B, 2]
 
-    batch = make_batch(inputs, discriminator=discriminator)
-    terms = objectives.FactorVAE(gamma=12.0)(batch)
+    batch = make_batch(inputs)
+    objective = FactorVAE(gamma=12.0)
+    objective.discriminator = discriminator
+    terms = objective(batch)
     logits = batch.z.numpy().astype(float) @ weights.astype(float)
     tc = np.mean(logits[:, 0] - logits[:, 1])
     rec, kl = inputs["reconstruction"].astype(float), inputs["kl"].astype(float)
@@ -126,7 +132,7 @@ def brute_force_mmd(x, y, h2):
 @pytest.mark.parametrize("alpha, lam, bandwidth_sq", [(0.0, 10.99, None), (0.3, 5.0, 0.8)])
 def test_info_vae(inputs, alpha, lam, bandwidth_sq):
     batch = make_batch(inputs)
-    terms = objectives.InfoVAE(alpha=alpha, lam=lam, mmd_bandwidth_sq=bandwidth_sq)(batch)
+    terms = InfoVAE(alpha=alpha, lam=lam, mmd_bandwidth_sq=bandwidth_sq)(batch)
     h2 = float(L) if bandwidth_sq is None else bandwidth_sq
     mmd = brute_force_mmd(batch.z.numpy().astype(float), inputs["prior_z"].astype(float), h2)
     rec, kl = inputs["reconstruction"].astype(float), inputs["kl"].astype(float)
@@ -137,17 +143,17 @@ def test_info_vae(inputs, alpha, lam, bandwidth_sq):
 
 # ------------------------------------------------------------------ factory
 @pytest.mark.parametrize("overrides, cls, fields", [
-    ({"regularizer": "vae"}, objectives.VAE, {}),
-    ({"regularizer": "beta_h", "beta": 2.5}, objectives.BetaVAEH, {"beta": 2.5}),
+    ({"regularizer": "vae"}, VAE, {}),
+    ({"regularizer": "beta_h", "beta": 2.5}, BetaVAEH, {"beta": 2.5}),
     ({"regularizer": "beta_b", "capacity_gamma": 7.0, "capacity_max": 11.0,
-      "capacity_stop_steps": 123}, objectives.BetaVAEB,
+      "capacity_stop_steps": 123}, BetaVAEB,
      {"gamma": 7.0, "capacity_max": 11.0, "capacity_stop_steps": 123}),
     ({"regularizer": "beta_tc", "num_train": 777, "tc_alpha": 0.5, "tc_beta": 6.0,
-      "tc_gamma": 3.0}, objectives.BetaTCVAE,
+      "tc_gamma": 3.0}, BetaTCVAE,
      {"dataset_size": 777, "alpha": 0.5, "beta": 6.0, "gamma": 3.0}),
-    ({"regularizer": "factor", "factor_gamma": 42.0}, objectives.FactorVAE, {"gamma": 42.0}),
+    ({"regularizer": "factor", "factor_gamma": 42.0}, FactorVAE, {"gamma": 42.0}),
     ({"regularizer": "info", "info_alpha": 0.25, "info_lambda": 5.0, "mmd_bandwidth_sq": 2.0},
-     objectives.InfoVAE, {"alpha": 0.25, "lam": 5.0, "mmd_bandwidth_sq": 2.0}),
+     InfoVAE, {"alpha": 0.25, "lam": 5.0, "mmd_bandwidth_sq": 2.0}),
 ])
 def test_make_objective(overrides, cls, fields):
     objective = objectives.make_objective(ModelConfig(**overrides))

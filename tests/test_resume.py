@@ -101,10 +101,10 @@ def test_resume_continues_exactly_factor(resume_runs):
     a_dir, b_dir = runs["factor"]
     a, b = _check_resumed_exactly(a_dir, b_dir, outputs["factor"], resumed_at=[40])
     for model in (a, b):
-        assert model.discriminator_optimizer is not None
-        assert int(model.discriminator_optimizer.iterations.numpy()) == 60
-    helpers.assert_states_close(helpers.optimizer_state(a.discriminator_optimizer),
-                                helpers.optimizer_state(b.discriminator_optimizer))
+        assert model.objective.discriminator_optimizer is not None
+        assert int(model.objective.discriminator_optimizer.iterations.numpy()) == 60
+    helpers.assert_states_close(helpers.optimizer_state(a.objective.discriminator_optimizer),
+                                helpers.optimizer_state(b.objective.discriminator_optimizer))
     a_disc = helpers.scalars(os.path.join(a_dir, "train"), "discriminator_loss")
     b_disc = helpers.scalars(os.path.join(b_dir, "train"), "discriminator_loss")
     np.testing.assert_allclose([b_disc[s] for s in (50, 60)], [a_disc[s] for s in (50, 60)],

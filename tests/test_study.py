@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tf_dpvae import study
+from trainers import presets as study_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = ("leakage", "leakage_full", "samples", "moons_panels", "latent_line", "traversals")
@@ -159,8 +160,8 @@ def test_relative_change_against_the_papers_mnist_column():
 
 def test_cpu_budget_training_flags(tmp_path):
     spec = study.RunSpec("mnist", "beta_b", "decoupled", 1)
-    args = study.training_args(spec, study.BUDGETS["cpu"], str(tmp_path))
-    model_config, train_config = study.configs_from_args(args)
+    model_config, train_config = study_app.run_configs(spec, study.BUDGETS["cpu"],
+                                                       str(tmp_path))
     assert train_config.train_steps == 2500
     assert train_config.model_dir == os.path.join(str(tmp_path), "mnist", "beta_b_decoupled",
                                                   "seed1")
@@ -171,23 +172,21 @@ def test_cpu_budget_training_flags(tmp_path):
     assert train_config.checkpoint_every == 2000
     # Moons at the cpu budget: the shipped flagfile exactly (10,000 steps, lr 1e-3).
     spec = study.RunSpec("moons", "beta_b", "normal", 0)
-    model_config, train_config = study.configs_from_args(
-        study.training_args(spec, study.BUDGETS["cpu"], str(tmp_path)))
+    model_config, train_config = study_app.run_configs(spec, study.BUDGETS["cpu"], str(tmp_path))
     assert train_config.train_steps == 10_000 and model_config.capacity_stop_steps == 10_000
     assert model_config.learning_rate == 1e-3
     # The paper budget keeps the flagfile's 100,000 steps and learning rate.
     spec = study.RunSpec("fashion_mnist", "factor", "normal", 0)
-    model_config, train_config = study.configs_from_args(
-        study.training_args(spec, study.BUDGETS["paper"], str(tmp_path)))
+    model_config, train_config = study_app.run_configs(spec, study.BUDGETS["paper"], str(tmp_path))
     assert train_config.train_steps == 100_000 and model_config.learning_rate == 1e-4
 
 
 def test_official_preset_keeps_the_released_settings(tmp_path):
     spec = study.plan(["mnist"], ["info"], seeds=1, preset="official")[1]
-    assert spec.flagfile() == os.path.join("trainers", "configs", "mnist", "official",
-                                           "info_decoupled.flags")
-    model_config, train_config = study.configs_from_args(
-        study.training_args(spec, study.BUDGETS["cpu"], str(tmp_path)))
+    assert study_app.base_args(spec) == [
+        "--flagfile=" + os.path.join("trainers", "configs", "mnist", "official",
+                                     "info_decoupled.flags")]
+    model_config, train_config = study_app.run_configs(spec, study.BUDGETS["cpu"], str(tmp_path))
     assert train_config.train_steps == 2500
     # The released learning rate (1e-3 here, 1e-4 for the standard prior), batch 24,
     # mse_weight 10, augmentation: kept at the cpu budget.
@@ -195,11 +194,10 @@ def test_official_preset_keeps_the_released_settings(tmp_path):
     assert model_config.likelihood == "mse" and model_config.mse_weight == 10.0
     assert model_config.augment
     normal = study.RunSpec("mnist", "info", "normal", 0, "official")
-    model_config, _ = study.configs_from_args(
-        study.training_args(normal, study.BUDGETS["cpu"], str(tmp_path)))
+    model_config, _ = study_app.run_configs(normal, study.BUDGETS["cpu"], str(tmp_path))
     assert model_config.learning_rate == 1e-4
     with pytest.raises(ValueError, match="no flagfile"):
-        study.plan(["fashion_mnist"], ["vae"], preset="official")
+        study_app.base_args(study.plan(["fashion_mnist"], ["vae"], preset="official")[0])
     with pytest.raises(ValueError, match="--preset"):
         study.plan(["mnist"], ["vae"], preset="bogus")
 

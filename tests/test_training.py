@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tf_dpvae import data as data_lib
+from tf_dpvae import model as model_lib
 from tf_dpvae import objectives
 from tf_dpvae.config import ModelConfig
 from tf_dpvae.training import build_model, restore_model
@@ -87,14 +88,14 @@ def test_factor_vae_has_separate_optimizers(moons_batches):
     config = ModelConfig(regularizer="factor", prior="decoupled", learning_rate=1e-3,
                          discriminator_learning_rate=1e-3)
     model = build_model(config)
-    assert model.discriminator_optimizer is not model.optimizer
+    assert model.objective.discriminator_optimizer is not model.optimizer
     disc_ids = {id(v) for v in model.discriminator.trainable_variables}
     assert not disc_ids & {id(v) for v in model.vae_variables}
     vae_before = _snapshot(model.vae_variables)
     disc_before = _snapshot(model.discriminator.trainable_variables)
     model.fit(moons_batches, steps_per_epoch=5, epochs=1, verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 5
-    assert int(model.discriminator_optimizer.iterations.numpy()) == 5
+    assert int(model.objective.discriminator_optimizer.iterations.numpy()) == 5
     assert any(_changed(vae_before, model.vae_variables))
     assert any(_changed(disc_before, model.discriminator.trainable_variables))
 
@@ -115,11 +116,12 @@ def test_factor_discriminator_learns_to_spot_correlated_codes():
     model = build_model(config)
     rng = np.random.default_rng(0)
     accuracies = []
-    for _ in range(150):
+    for i in range(150):
         t = rng.normal(size=(200, 1)).astype(np.float32)
         z = tf.constant(np.concatenate([t, t + 0.05 * rng.normal(size=t.shape)], 1),
                         tf.float32)
-        accuracies.append(float(model._discriminator_step(z, 1)["discriminator_accuracy"]))
+        terms = model.objective.auxiliary_step(z, tf.constant([1, i], tf.int32), 1)
+        accuracies.append(float(terms["discriminator_accuracy"]))
     assert np.mean(accuracies[-20:]) > 0.8
 
 
@@ -134,7 +136,8 @@ def _fit(args, tmp_path, check=True):
 
 def test_cli_with_shipped_flagfile_writes_everything(tmp_path):
     model_dir = tmp_path / "run"
-    _fit(["--flagfile=trainers/configs/moons/beta_tc_decoupled.flags",
+    _fit(["--flagfile=trainers/configs/moons/base.flags", "--regularizer=beta_tc",
+          "--prior=decoupled",
           f"--model_dir={model_dir}", "--train_steps=40", "--checkpoint_every=20",
           "--summary_every=10", "--sample_every=20", "--steps_per_epoch=20",
           "--validation_steps=2"], tmp_path)
@@ -196,8 +199,8 @@ def test_evaluate_and_tuner_report_means_not_the_last_batch(regularizer):
     per_batch, sizes = [], []
     for x in batches:
         terms, z = model.compute_terms(x)
-        if model.discriminator is not None:
-            terms.update(model._discriminator_step(z, 1, update=False))
+        terms.update(model.objective.auxiliary_step(
+            z, model._step_seed(model_lib._NOISE_AUXILIARY), 1, update=False))
         per_batch.append({k: float(v) for k, v in terms.items()})
         sizes.append(int(x.shape[0]))
     assert sizes == [120, 120, 120, 120, 20]

@@ -10,13 +10,14 @@ import pytest
 from tests.helpers import REPO, env
 from tf_dpvae import search_space
 
-FLAGFILE = "trainers/configs/moons/beta_h_decoupled.flags"
+FLAGFILE = "trainers/configs/moons/base.flags"
 TINY = ["--trial_steps=30", "--checkpoint_every=30", "--steps_per_epoch=30",
         "--validation_steps=2", "--progress=none"]
 
 
 def tune(tune_dir, *extra, timeout=240):
     command = [sys.executable, "-m", "trainers.tune", f"--flagfile={FLAGFILE}",
+               "--regularizer=beta_h", "--prior=decoupled",
                "--tuner=random", "--max_trials=3", f"--tune_dir={tune_dir}", *TINY, *extra]
     result = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True,
                             timeout=timeout)

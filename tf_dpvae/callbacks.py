@@ -162,7 +162,7 @@ class Summaries(keras.callbacks.Callback):
 def samples_png(model, data_points=None, num_samples=64, seed=0, title=None):
     """PNG bytes of generated samples: a grid of images, or for 2-D data a scatter of
     2 000 points coloured by the prior log-density of their z (with the data in grey)."""
-    if len(model.config.input_shape) == 1:
+    if model.config.is_points:
         x, z = model.generate(2000, seed=seed, return_latents=True)
         log_p = model.prior.log_prob(z).numpy()
         fig = plots.samples_figure(x.numpy(), data=data_points, color=log_p,

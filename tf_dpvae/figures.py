@@ -86,7 +86,7 @@ def _require_latent_2d(model, what):
 
 
 def _is_points_model(model):
-    return len(tuple(model.config.input_shape)) == 1
+    return model.config.is_points
 
 
 def _numpy(tensor):

@@ -17,26 +17,7 @@ import keras
 from tf_dpvae import estimators, gaussian, likelihoods, networks, objectives, priors
 
 # Offsets that keep the random streams of one step independent.
-_NOISE_POSTERIOR, _NOISE_KL, _NOISE_PRIOR, _NOISE_PERMUTE = range(4)
-
-
-def make_discriminator(latent_dim):
-    """FactorVAE discriminator: 5 hidden FC layers of 1000, LeakyReLU(0.2), 2 logits."""
-    layers = [keras.Input((latent_dim,))]
-    for _ in range(5):
-        layers += [keras.layers.Dense(1000), keras.layers.LeakyReLU(0.2)]
-    layers.append(keras.layers.Dense(2))
-    return keras.Sequential(layers, name="discriminator")
-
-
-def permute_dims(z, seed):
-    """Shuffle each latent coordinate independently across the batch.
-
-    Samples of Π_j q(z_j) from samples of q(z) (Kim & Mnih 2018, Alg. 2).
-    """
-    keys = tf.random.stateless_uniform(tf.shape(z), seed=seed)
-    order = tf.argsort(keys, axis=0)
-    return tf.transpose(tf.gather(tf.transpose(z), tf.transpose(order), batch_dims=1))
+_NOISE_POSTERIOR, _NOISE_KL, _NOISE_PRIOR, _NOISE_AUXILIARY = range(4)
 
 
 class DpVAE(keras.Model):
@@ -56,31 +37,22 @@ class DpVAE(keras.Model):
         self.config = config
         self.encoder, self.decoder = networks.make_networks(
             config.architecture, config.input_shape, config.latent_dim)
-        self.prior = priors.make_prior(
-            config.prior, config.latent_dim, num_blocks=config.flow_blocks,
-            hidden_units=config.flow_hidden_units,
-            num_hidden_layers=config.flow_hidden_layers, masks=config.flow_masks,
-            bound_shift=config.flow_bound_shift) if config.prior == "decoupled" else \
-            priors.make_prior(config.prior, config.latent_dim)
+        self.prior = priors.from_config(config)
         self.likelihood = likelihoods.make_likelihood(
             config.likelihood, config.input_shape, scale=config.gaussian_scale,
-            learn_scale=config.learn_gaussian_scale, images=len(config.input_shape) == 3,
+            learn_scale=config.learn_gaussian_scale, images=not config.is_points,
             mse_weight=config.mse_weight)
         self.objective = objectives.make_objective(config)
-        names = objectives.term_names(config.regularizer) + ("elbo",)
-        if config.regularizer == "factor":
-            names += ("discriminator_loss", "discriminator_accuracy")
+        # Networks and optimizers of the objective's own training step (FactorVAE's
+        # discriminator): tracked, and checkpointed, as attributes of the model.
+        self.objective.build(config.latent_dim)
+        for name, network in self.objective.networks.items():
+            setattr(self, name, network)
+        names = (objectives.term_names(config.regularizer) + ("elbo",)
+                 + self.objective.AUXILIARY_TERMS)
         # One mean tracker per reported term (the Keras VAE example's pattern).
         self.term_trackers = [keras.metrics.Mean(name=name) for name in names]
         self.schedule_names = objectives.schedule_names(config.regularizer)
-        if config.regularizer == "factor":
-            self.discriminator = make_discriminator(config.latent_dim)
-            # Kim & Mnih's discriminator optimizer settings.
-            self.discriminator_optimizer = keras.optimizers.Adam(
-                config.discriminator_learning_rate, beta_1=0.5, beta_2=0.9)
-        else:
-            self.discriminator = None
-            self.discriminator_optimizer = None
         self.built = True
 
     # ------------------------------------------------------------------ pieces
@@ -115,10 +87,6 @@ class DpVAE(keras.Model):
         self.prior.log_prob(tf.zeros((2, self.config.latent_dim)))
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.vae_variables)
-        if self.discriminator is not None:
-            self.discriminator(tf.zeros((2, self.config.latent_dim)))
-            if not self.discriminator_optimizer.built:
-                self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
     @property
     def metrics(self):
@@ -137,10 +105,10 @@ class DpVAE(keras.Model):
 
     @property
     def vae_variables(self):
-        """Trainable variables of encoder, decoder, prior and likelihood (not the discriminator)."""
-        excluded = set()
-        if self.discriminator is not None:
-            excluded = {id(v) for v in self.discriminator.trainable_variables}
+        """Trainable variables of encoder, decoder, prior and likelihood (not the
+        objective's auxiliary networks, which its own step trains)."""
+        excluded = {id(v) for network in self.objective.networks.values()
+                    for v in network.trainable_variables}
         return [v for v in self.trainable_variables if id(v) not in excluded]
 
     # ------------------------------------------------------------------ objective
@@ -162,11 +130,11 @@ class DpVAE(keras.Model):
         # −log p(x|z) = reconstruction + likelihood.normalizer (a constant, 0 except "mse").
         reconstruction = self.likelihood.reconstruction_loss(
             x, self.decode(z, training=training))
-        if config.prior == "normal" and config.analytic_kl:
-            kl = estimators.kl_to_prior(mean, log_var, self.prior)
-        elif config.kl_samples <= 1:
+        # Closed form where the prior has one (and it is wanted), else Monte Carlo.
+        kl = self.prior.analytic_kl(mean, log_var) if config.analytic_kl else None
+        if kl is None and config.kl_samples <= 1:
             kl = estimators.kl_to_prior(mean, log_var, self.prior, z[None])
-        else:
+        elif kl is None:
             shape = tf.concat([[config.kl_samples], tf.shape(mean)], 0)
             extra = tf.random.stateless_normal(shape, self._step_seed(_NOISE_KL))
             kl = estimators.kl_to_prior(mean, log_var, self.prior,
@@ -181,7 +149,7 @@ class DpVAE(keras.Model):
             reconstruction=reconstruction, kl=kl, z=z, mean=mean, log_var=log_var,
             prior=self.prior,
             step=self.optimizer.iterations if self.optimizer is not None else 0,
-            sample_prior=sample_prior, discriminator=self.discriminator)
+            sample_prior=sample_prior)
         terms = self.objective(batch)
         terms["elbo"] = -tf.reduce_mean(reconstruction + kl) - self.likelihood.normalizer
         return terms, z
@@ -196,39 +164,13 @@ class DpVAE(keras.Model):
         variables = self.vae_variables
         grads = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        if self.discriminator is not None:
-            terms.update(self._discriminator_step(z, replicas))
+        terms.update(self.objective.auxiliary_step(
+            z, self._step_seed(_NOISE_AUXILIARY), replicas))
         return self._track(terms, x)
-
-    def _discriminator_step(self, z, replicas, update=True):
-        """FactorVAE's discriminator loss and accuracy on stopped-gradient codes, and
-        (``update=True``) one update of the discriminator.
-
-        The first half of the batch gives samples of q(z) (label 0), the second half,
-        each coordinate shuffled, samples of Π_j q(z_j) (label 1). The logits are
-        computed here, fresh, not reused from the VAE's loss.
-        """
-        z = tf.stop_gradient(z)
-        half = tf.shape(z)[0] // 2
-        joint = z[:half]
-        product = permute_dims(z[half:2 * half], self._step_seed(_NOISE_PERMUTE))
-        with tf.GradientTape() as tape:
-            logits = self.discriminator(tf.concat([joint, product], 0), training=update)
-            labels = tf.concat([tf.zeros([half], tf.int32), tf.ones([half], tf.int32)], 0)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=labels, logits=logits))
-            scaled = loss / replicas
-        if update:
-            variables = self.discriminator.trainable_variables
-            grads = tape.gradient(scaled, variables)
-            self.discriminator_optimizer.apply_gradients(zip(grads, variables))
-        accuracy = tf.reduce_mean(tf.cast(
-            tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-        return {"discriminator_loss": loss, "discriminator_accuracy": accuracy}
 
     def test_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
         terms, z = self.compute_terms(x, training=False)
-        if self.discriminator is not None:
-            terms.update(self._discriminator_step(z, 1, update=False))
+        terms.update(self.objective.auxiliary_step(
+            z, self._step_seed(_NOISE_AUXILIARY), 1, update=False))
         return self._track(terms, x)

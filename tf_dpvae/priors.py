@@ -1,13 +1,22 @@
 """Latent priors p(z): the standard normal and the decoupled (RealNVP) prior.
 
 Both are Keras layers with the same interface, so the model, the objectives and the
-metrics never branch on the prior's type:
+metrics never branch on the prior's name; they call its methods:
 
 * ``log_prob(z)``: log p(z), summed over the latent axis;
 * ``sample(n, seed)``: z ~ p(z);
 * ``to_generation(z)`` = g(z) and ``to_representation(z0)`` = g⁻¹(z0)
   (identity for the standard normal prior);
-* ``forward_and_log_det(z)``: (g(z), log|det ∂g/∂z|).
+* ``forward_and_log_det(z)``: (g(z), log|det ∂g/∂z|);
+* ``analytic_kl(mean, log_var)``: KL[N(μ, σ²) ‖ p] in closed form, or None;
+* ``is_decoupled``: whether a flow separates the generation space from z (figures
+  draw the generation space only then).
+
+Each class also declares, once, what the rest of the project derives: ``name_`` (the
+``--prior`` value), ``SETTINGS`` (its own ModelConfig fields and flags, with search
+ranges for ``trainers.tune``: :class:`tf_dpvae.settings.Setting`), ``create`` and
+``from_config(config)``, ``validate(config)`` (flag errors before any data is read).
+:data:`PRIORS` lists them.
 
 The decoupled prior (paper Sec. 4.2) is ``log p_η(z) = log N(g_η(z); 0, I) +
 log|det ∂g_η/∂z|``, with g_η a chain of K affine coupling blocks (RealNVP, Dinh et al.
@@ -35,6 +44,7 @@ import keras
 import tensorflow_probability as tfp
 
 from tf_dpvae import gaussian
+from tf_dpvae.settings import Setting
 
 tfb = tfp.bijectors
 
@@ -83,11 +93,30 @@ def coupling_masks(latent_dim, num_blocks, kind="alternate"):
 class StandardNormalPrior(keras.layers.Layer):
     """p(z) = N(0, I). Generation and representation spaces coincide (g = identity)."""
 
+    name_ = "normal"   # the --prior value (Keras layers own ``name``)
     is_decoupled = False
+    SETTINGS = ()
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
+
+    @classmethod
+    def create(cls, latent_dim):
+        """The prior layer, ready to use."""
+        return cls(latent_dim, name="prior")
+
+    @classmethod
+    def from_config(cls, config):
+        return cls.create(config.latent_dim)
+
+    @classmethod
+    def validate(cls, config):
+        """Nothing to check: any latent size works."""
+
+    def analytic_kl(self, mean, log_var):
+        """½ Σ (μ² + σ² − 1 − log σ²) per example."""
+        return gaussian.kl_diag_to_standard(mean, log_var)
 
     def forward_and_log_det(self, z):
         z = tf.convert_to_tensor(z)
@@ -172,7 +201,43 @@ class DecoupledPrior(keras.layers.Layer):
       bound_shift: also pass t through tanh (the official code does).
     """
 
+    name_ = "decoupled"
     is_decoupled = True
+    SETTINGS = (
+        Setting("flow_blocks", "coupling blocks K", kind=int, default=6, lower_bound=1,
+                search=(2, 8)),
+        Setting("flow_hidden_units", "width of the s and t networks", kind=int, default=64,
+                lower_bound=1, search=(16, 128, "log")),
+        Setting("flow_hidden_layers", "hidden layers of the s and t networks", kind=int,
+                default=2, lower_bound=1),
+        Setting("flow_masks", f"coupling masks: one of {MASK_KINDS} or 0/1 strings "
+                "separated by commas, e.g. 10,01", kind=str, default="alternate"),
+        Setting("flow_bound_shift", "bound the coupling shift t with tanh (the official "
+                "code does)", kind=bool, default=False),
+    )
+
+    @classmethod
+    def create(cls, latent_dim, **flow_kwargs):
+        """The prior layer with its coupling networks built."""
+        prior = cls(latent_dim, name="prior", **flow_kwargs)
+        prior.build()
+        return prior
+
+    @classmethod
+    def from_config(cls, config):
+        return cls.create(config.latent_dim, num_blocks=config.flow_blocks,
+                          hidden_units=config.flow_hidden_units,
+                          num_hidden_layers=config.flow_hidden_layers,
+                          masks=config.flow_masks, bound_shift=config.flow_bound_shift)
+
+    @classmethod
+    def validate(cls, config):
+        """The coupling masks must fit the latent size (ValueError naming the flag)."""
+        coupling_masks(config.latent_dim, config.flow_blocks, config.flow_masks)
+
+    def analytic_kl(self, mean, log_var):
+        """None: no closed form under a flow (the KL is estimated by sampling)."""
+        return None
 
     def __init__(self, latent_dim, num_blocks=6, hidden_units=64, num_hidden_layers=2,
                  masks="alternate", bound_shift=False, **kwargs):
@@ -234,15 +299,31 @@ class DecoupledPrior(keras.layers.Layer):
         return self.to_generation(z)
 
 
+# Every prior, by its --prior value. The study compares STANDARD with DECOUPLED.
+PRIORS = {cls.name_: cls for cls in (StandardNormalPrior, DecoupledPrior)}
+STANDARD, DECOUPLED = StandardNormalPrior.name_, DecoupledPrior.name_
+
+
+def all_settings():
+    """[(prior name, Setting)] of every prior's own settings."""
+    return [(name, spec) for name, cls in PRIORS.items() for spec in cls.SETTINGS]
+
+
+def get(kind):
+    """The prior class of a ``--prior`` value; ValueError naming the flag otherwise."""
+    if kind not in PRIORS:
+        raise ValueError(f"--prior={kind!r}: expected one of {tuple(PRIORS)}")
+    return PRIORS[kind]
+
+
+def from_config(config):
+    """The prior a ModelConfig describes (``config.prior`` and its own fields)."""
+    return get(config.prior).from_config(config)
+
+
 def make_prior(kind, latent_dim, **flow_kwargs):
-    """``kind`` is ``"normal"`` or ``"decoupled"``; flow kwargs go to DecoupledPrior."""
-    if kind == "normal":
-        return StandardNormalPrior(latent_dim, name="prior")
-    if kind == "decoupled":
-        prior = DecoupledPrior(latent_dim, name="prior", **flow_kwargs)
-        prior.build()
-        return prior
-    raise ValueError(f"--prior={kind!r}: expected 'normal' or 'decoupled'")
+    """A prior by its ``--prior`` value; flow kwargs go to the DecoupledPrior."""
+    return get(kind).create(latent_dim, **flow_kwargs)
 
 
 def _standard_normal(shape, seed, dtype):

@@ -13,6 +13,7 @@ import dataclasses
 
 import keras_tuner
 
+from tf_dpvae import objectives, priors
 from tf_dpvae.config import ModelConfig
 
 
@@ -60,24 +61,22 @@ class Param:
 # ---------------------------------------------------------------------------
 # THE declaration: per regularizer, per prior, and for every run.
 # ---------------------------------------------------------------------------
-REGULARIZER_PARAMS = {
-    "vae": (),
-    "beta_h": (Param("beta", "float", 0.5, 16.0, log=True),),
-    # Per-example scale (tf_dpvae/objectives.py): Table 2's 25, (1, 4, 15), 1000 at B = 100
-    # are 0.25, (0.01, 0.04, 0.15), 10; the ranges span them.
-    "beta_b": (Param("capacity_gamma", "float", 1.0, 100.0, log=True),
-               Param("capacity_max", "float", 0.01, 5.0, log=True)),
-    "beta_tc": (Param("tc_alpha", "float", 0.005, 0.02),
-                Param("tc_beta", "float", 0.01, 0.16, log=True),
-                Param("tc_gamma", "float", 0.01, 0.5, log=True)),
-    "factor": (Param("factor_gamma", "float", 1.0, 100.0, log=True),),
-    "info": (Param("info_lambda", "float", 1.0, 100.0, log=True),),
-}
-PRIOR_PARAMS = {
-    "normal": (),
-    "decoupled": (Param("flow_blocks", "int", 2, 8),
-                  Param("flow_hidden_units", "int", 16, 128, log=True)),
-}
+def _from_setting(spec):
+    low, high, *sampling = spec.search
+    return Param(spec.config_name, "int" if spec.kind is int else "float", low, high,
+                 log=sampling == ["log"])
+
+
+# Each regularizer's ranges are declared with its settings (tf_dpvae/objectives/<name>.py,
+# at the per-example scale: Table 2's 25, (1, 4, 15), 1000 at B = 100 are 0.25,
+# (0.01, 0.04, 0.15), 10, and the ranges span them).
+REGULARIZER_PARAMS = {name: tuple(_from_setting(spec) for spec in cls.settings().values()
+                                  if spec.search is not None)
+                      for name, cls in objectives.REGISTRY.items()}
+# Each prior declares its ranges with its settings (tf_dpvae/priors.py).
+PRIOR_PARAMS = {name: tuple(_from_setting(spec) for spec in cls.SETTINGS
+                            if spec.search is not None)
+                for name, cls in priors.PRIORS.items()}
 COMMON_PARAMS = (Param("learning_rate", "float", 1e-4, 1e-2, log=True),)
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}

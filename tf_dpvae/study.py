@@ -1,8 +1,9 @@
 """The study behind ``python -m trainers.study``: every regularizer with both priors.
 
-One *run* is (dataset, regularizer, prior, seed): train it with the shipped flagfile
-``trainers/configs/<dataset>/<regularizer>_<prior>.flags`` at the chosen budget, then
-evaluate it (:func:`tf_dpvae.evaluation.evaluate`). Runs live in
+One *run* is (dataset, regularizer, prior, seed): train it from its base configuration
+(the application resolves it: ``trainers.study`` reads the dataset's flagfile of the
+chosen preset) at the chosen budget (:func:`apply_budget`, which changes configs, never
+flag strings), then evaluate it (:func:`tf_dpvae.evaluation.evaluate`). Runs live in
 ``<out>/<dataset>/<regularizer>_<prior>/seed<k>/`` and end with ``study_run.json``; a
 run that has one is skipped when the study is started again, a run without one
 resumes its training from its last checkpoint.
@@ -23,24 +24,23 @@ import time
 
 import numpy as np
 
-REGULARIZERS = ("vae", "beta_h", "beta_b", "beta_tc", "factor", "info")
-PRIORS = ("normal", "decoupled")
+from tf_dpvae import objectives, priors
+from tf_dpvae.metrics import registry as metric_registry
+
+REGULARIZERS = objectives.REGULARIZERS
+PRIORS = (priors.STANDARD, priors.DECOUPLED)   # the pair the paper compares
 PRESETS = ("paper", "official")
-COLUMNS = (("fid", "FID"), ("fid_lp", "FID (LP)"), ("skl", "sKL"), ("nll_nats", "NLL (nats)"))
+COLUMNS = metric_registry.table_columns()   # ((result key, title), ...) of every metric
+# The columns of the paper's Table 1, the order of each objective's PAPER_TABLE1_MNIST.
+PAPER_COLUMNS = ("fid", "fid_lp", "skl", "nll_nats")
 RUN_FILENAME = "study_run.json"
 STUDY_FILENAME = "study.json"
-CONFIG_DIR = os.path.join("trainers", "configs")  # flagfiles name each other from the repo root
 
-# The paper's Table 1, MNIST columns (Inception FIDs; NLL ×10³): only for the relative
-# change the decoupled prior makes there, next to ours. {regularizer: (standard, dp)}.
-PAPER_MNIST = {
-    "vae": ((137.4, 165.0, 1.26, 3.56), (129.0, 153.1, 0.88, 3.53)),
-    "beta_h": ((144.2, 163.1, 4.49, 4.12), (127.1, 127.4, 1.07, 2.98)),
-    "beta_b": ((130.8, 163.6, 2.74, 3.11), (113.3, 114.1, 1.32, 2.80)),
-    "beta_tc": ((149.8, 200.3, 4.48, 2.91), (133.3, 133.1, 2.07, 2.70)),
-    "factor": ((130.5, 191.2, 1.04, 3.50), (120.8, 121.3, 0.85, 3.60)),
-    "info": ((128.7, 133.2, 2.89, 2.88), (110.1, 110.5, 1.70, 2.81)),
-}
+# The paper's Table 1, MNIST columns (Inception FIDs; NLL ×10³), as each objective
+# declares it: only for the relative change the decoupled prior makes there, next to
+# ours. {regularizer: (standard, dp)}.
+PAPER_MNIST = {name: cls.PAPER_TABLE1_MNIST for name, cls in objectives.REGISTRY.items()
+               if cls.PAPER_TABLE1_MNIST is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +48,9 @@ class Budget:
     """How long each run trains and how much the evaluation draws.
 
     ``steps`` and ``learning_rate`` map a dataset to its value (key ``"*"`` for the
-    rest); a learning rate of None keeps the flagfile's. When a budget trains fewer
-    steps than the flagfile, β-VAE-B's capacity schedule is compressed by the same
+    rest); a learning rate of None keeps the base configuration's. When a budget trains
+    fewer steps than the base configuration, every setting an objective declares
+    ``scales_with_steps`` (β-VAE-B's capacity schedule) is compressed by the same
     factor (C reaches C_max at the same fraction of the run).
     """
 
@@ -92,10 +93,9 @@ BUDGETS = {
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """One run. ``preset`` picks the flagfiles: ``paper`` (Table 2 and Appendix C as
-    written, the same for both priors: ``configs/<dataset>/<reg>_<prior>.flags``) or
-    ``official`` (the released configs as they are, per prior:
-    ``configs/<dataset>/official/<reg>_<prior>.flags``)."""
+    """One run. ``preset`` names its base configuration: ``paper`` (Table 2 and
+    Appendix C as written, the same for both priors) or ``official`` (the released
+    configs as they are, per prior); the application resolves it."""
 
     dataset: str
     regularizer: str
@@ -111,28 +111,19 @@ class RunSpec:
         return os.path.join(out, self.dataset, f"{self.regularizer}_{self.prior}",
                             f"seed{self.seed}")
 
-    def flagfile(self):
-        folder = os.path.join(CONFIG_DIR, self.dataset)
-        if self.preset != "paper":
-            folder = os.path.join(folder, self.preset)
-        return os.path.join(folder, f"{self.regularizer}_{self.prior}.flags")
 
-
-def plan(datasets, regularizers=REGULARIZERS, priors=PRIORS, seeds=1, preset="paper"):
+def plan(datasets, regularizers=None, priors=PRIORS, seeds=1, preset="paper"):
     """Every run, ordered so that the two priors of a pair run next to each other and
     a whole seed of a dataset finishes before the next seed starts."""
     if preset not in PRESETS:
         raise ValueError(f"--preset={preset!r}: expected one of {PRESETS}")
-    specs = [RunSpec(d, r, p, s, preset) for d in datasets for s in range(seeds)
-             for r in regularizers for p in priors]
-    if not os.path.isdir(CONFIG_DIR):
-        raise FileNotFoundError(f"{CONFIG_DIR}: not found; run the study from the "
-                                "repository root (the flagfiles name each other from there)")
-    for spec in specs:
-        if not os.path.exists(spec.flagfile()):
-            raise ValueError(f"--datasets/--regularizers/--preset: no flagfile "
-                             f"{spec.flagfile()}")
-    return specs
+    regularizers = tuple(PAPER_MNIST) if regularizers is None else regularizers
+    unknown = sorted(set(regularizers) - set(REGULARIZERS))
+    if unknown:
+        raise ValueError(f"--regularizers: unknown {unknown}; expected some of "
+                         f"{REGULARIZERS}")
+    return [RunSpec(d, r, p, s, preset) for d in datasets for s in range(seeds)
+            for r in regularizers for p in priors]
 
 
 def finished(spec, out):
@@ -161,48 +152,44 @@ def check_study_dir(out, budget, datasets_flags):
         json.dump(wanted, f, indent=2)
 
 
-def training_args(spec, budget, out, *, data_dir=None, data_source="auto",
-                  progress="epoch"):
-    """Command-line flags that train ``spec``: its flagfile plus the budget's overrides."""
-    flagfile = spec.flagfile()
-    base_model, base_train = configs_from_args(
-        [f"--flagfile={flagfile}", f"--model_dir={spec.directory(out)}"])
+def apply_budget(spec, budget, out, model_config, train_config, *, data_dir=None,
+                 data_source="auto", verbose=2):
+    """The run's configs: its base configs with the budget, seed and directory applied.
+
+    Returns (model_config, train_config, overrides), ``overrides`` the changed fields
+    {name: value} (what to add to the base configuration's command line).
+    """
     steps = budget.steps_for(spec.dataset)
-    args = [f"--flagfile={flagfile}", f"--model_dir={spec.directory(out)}",
-            f"--seed={spec.seed}", f"--train_steps={steps}", f"--progress={progress}",
-            f"--data_source={data_source}"]
+    model_changes = {"seed": spec.seed}
+    train_changes = {"model_dir": spec.directory(out), "train_steps": steps,
+                     "data_source": data_source, "verbose": verbose}
     if data_dir:
-        args.append(f"--data_dir={data_dir}")
+        train_changes["data_dir"] = data_dir
     # The official preset keeps each released learning rate (they differ per prior).
     learning_rate = budget.learning_rate_for(spec.dataset) if spec.preset == "paper" else None
     if learning_rate is not None:
-        args.append(f"--learning_rate={learning_rate}")
-    flag_steps = base_train.train_steps
-    if steps < flag_steps:
-        capacity = base_model.capacity_stop_steps
-        args.append(f"--capacity_stop_steps={max(1, round(capacity * steps / flag_steps))}")
+        model_changes["learning_rate"] = learning_rate
+    base_steps = train_config.train_steps
+    if steps < base_steps:
+        for _, setting in objectives.all_settings():
+            if setting.scales_with_steps:
+                value = getattr(model_config, setting.config_name)
+                model_changes[setting.config_name] = max(1, round(value * steps / base_steps))
     for name in ("checkpoint_every", "sample_every", "summary_every", "steps_per_epoch"):
-        if getattr(base_train, name) > steps:
-            args.append(f"--{name}={steps}")
-    return args
+        if getattr(train_config, name) > steps:
+            train_changes[name] = steps
+    return (dataclasses.replace(model_config, **model_changes),
+            dataclasses.replace(train_config, **train_changes),
+            {**model_changes, **train_changes})
 
 
-def configs_from_args(args):
-    """(ModelConfig, TrainConfig) exactly as ``trainers.fit`` would build them."""
-    from absl import flags as absl_flags
+def run_one(spec, budget, out, base_configs, *, base_args=(), data_dir=None,
+            data_source="auto", extractor="classifier", features_dir=None, verbose=2):
+    """Train and evaluate one run (resuming either); write and return its record.
 
-    from trainers import common
-
-    values = absl_flags.FlagValues()
-    common.define_model_flags(values)
-    common.define_train_flags(values)
-    values(["study"] + list(args))
-    return common.model_config_from_flags(values), common.train_config_from_flags(values)
-
-
-def run_one(spec, budget, out, *, data_dir=None, data_source="auto", extractor="classifier",
-            features_dir=None, progress="epoch"):
-    """Train and evaluate one run (resuming either); write and return its record."""
+    ``base_configs`` is (ModelConfig, TrainConfig) of the spec's base configuration;
+    ``base_args`` the command-line arguments that give it (for the record's command).
+    """
     import keras
     import tensorflow as tf
 
@@ -210,9 +197,11 @@ def run_one(spec, budget, out, *, data_dir=None, data_source="auto", extractor="
     from tf_dpvae import evaluation, training
 
     directory = spec.directory(out)
-    args = training_args(spec, budget, out, data_dir=data_dir, data_source=data_source,
-                         progress=progress)
-    model_config, train_config = configs_from_args(args)
+    model_config, train_config, overrides = apply_budget(
+        spec, budget, out, *base_configs, data_dir=data_dir, data_source=data_source,
+        verbose=verbose)
+    overrides = {k: v for k, v in overrides.items() if k != "verbose"}
+    args = list(base_args) + [f"--{k}={v}" for k, v in overrides.items()]
     record = {"run": spec.name, **dataclasses.asdict(spec), "budget": budget.name,
               "train_steps": train_config.train_steps, "flags": args,
               "command": "python -m trainers.fit " + " ".join(args)}
@@ -231,7 +220,7 @@ def run_one(spec, budget, out, *, data_dir=None, data_source="auto", extractor="
                   steps_per_second=summary.get("steps_per_second"))
 
     started = time.time()
-    options = evaluation.EvalOptions(seed=spec.seed, verbose=progress != "none",
+    options = evaluation.EvalOptions(seed=spec.seed, verbose=verbose > 0,
                                      **budget.eval_options)
     results, written, _ = evaluation.evaluate_model_dir(
         directory, options, data_dir=data_dir, data_source=data_source,
@@ -273,8 +262,6 @@ def dataset_table(records, regularizers=REGULARIZERS):
     (standard, decoupled) pair is bold. A cell lists how many seeds it holds when some
     diverged; a run with no finished seed reads "diverged".
     """
-    from tf_dpvae.evaluation import DISPLAY_NAMES
-
     lines = ["| Methods | " + " | ".join(title for _, title in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
     for regularizer in regularizers:
@@ -289,7 +276,7 @@ def dataset_table(records, regularizers=REGULARIZERS):
                                   for key, _ in COLUMNS})
         for prior, (runs, cells) in pair.items():
             other = pair.get(PRIORS[1 - PRIORS.index(prior)])
-            name = DISPLAY_NAMES[regularizer][PRIORS.index(prior)]
+            name = _display(regularizer, prior)
             done = sum(r.get("status") == "done" for r in runs)
             row = []
             for key, _ in COLUMNS:
@@ -313,7 +300,6 @@ def relative_change_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST)
     paper's MNIST column (negative = the decoupled prior is better)."""
     lines = ["| Regularizer | " + " | ".join(f"{t}: ours / paper" for _, t in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
-    from tf_dpvae.evaluation import DISPLAY_NAMES
     for regularizer in regularizers:
         means = {}
         for prior in PRIORS:
@@ -322,13 +308,19 @@ def relative_change_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST)
             means[prior] = [mean_spread([r["metrics"].get(k) for r in done])[0]
                             for k, _ in COLUMNS]
         cells = []
-        for i in range(len(COLUMNS)):
-            ours = _relative(means["normal"][i], means["decoupled"][i])
-            theirs = (_relative(paper[regularizer][0][i], paper[regularizer][1][i])
-                      if regularizer in paper else None)
+        for i, (key, _) in enumerate(COLUMNS):
+            ours = _relative(means[priors.STANDARD][i], means[priors.DECOUPLED][i])
+            theirs = None
+            if regularizer in paper and key in PAPER_COLUMNS:
+                j = PAPER_COLUMNS.index(key)
+                theirs = _relative(paper[regularizer][0][j], paper[regularizer][1][j])
             cells.append(f"{_percent(ours)} / {_percent(theirs)}")
-        lines.append(f"| {DISPLAY_NAMES[regularizer][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_display(regularizer, priors.STANDARD)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _display(regularizer, prior):
+    return objectives.display_name(regularizer, priors.get(prior).is_decoupled)
 
 
 def _relative(standard, decoupled):
@@ -371,7 +363,6 @@ def _first_seed_figure(records, regularizer, prior, name, out):
 def dataset_figures(records, out, dataset, regularizers=REGULARIZERS):
     """Write the dataset's study figures into ``<out>/<dataset>/``; returns their paths."""
     from tf_dpvae import figures, plots
-    from tf_dpvae.evaluation import DISPLAY_NAMES
 
     directory = os.path.join(out, dataset)
     os.makedirs(directory, exist_ok=True)
@@ -385,11 +376,11 @@ def dataset_figures(records, out, dataset, regularizers=REGULARIZERS):
                     if (r["regularizer"], r["prior"]) != (regularizer, prior) \
                             or r.get("status") != "done" or not r["metrics"].get(key):
                         continue
-                    label = f"{DISPLAY_NAMES[regularizer][PRIORS.index(prior)]} " \
+                    label = f"{_display(regularizer, prior)} " \
                             f"seed {r['seed']}"
                     curves[label] = {float(t): s for t, s in r["metrics"][key].items()}
             if curves:
-                panels[DISPLAY_NAMES[regularizer][0]] = curves
+                panels[_display(regularizer, priors.STANDARD)] = curves
         if panels:
             fig = figures.leakage_panels(
                 panels, title=f"{dataset}: leakage score LS(τ), {variant} "
@@ -409,7 +400,7 @@ def dataset_figures(records, out, dataset, regularizers=REGULARIZERS):
                     cells[(row, col)] = path
         if not cells:
             continue
-        row_labels = [DISPLAY_NAMES[r][0] for r in regularizers]
+        row_labels = [_display(r, priors.STANDARD) for r in regularizers]
         col_labels = ["standard normal prior", "decoupled prior"]
         fig = figures.montage(cells, rows=len(regularizers), columns=len(PRIORS),
                               row_labels=row_labels, column_labels=col_labels,

@@ -99,9 +99,7 @@ def build_model(config, strategy=None):
 
 
 def make_checkpoint(model):
-    parts = {"model": model, "optimizer": model.optimizer}
-    if model.discriminator_optimizer is not None:
-        parts["discriminator_optimizer"] = model.discriminator_optimizer
+    parts = {"model": model, "optimizer": model.optimizer, **model.objective.optimizers}
     return tf.train.Checkpoint(**parts)
 
 
@@ -157,7 +155,7 @@ def train(model_config, train_config):
                      cbs.PeriodicCheckpoint(manager, tc.checkpoint_every)]
     data_points = None
     if chief:
-        if len(dataset.element_shape) == 1:
+        if config.is_points:
             data_points = data_lib.as_numpy(dataset.train)
         callback_list.append(cbs.Summaries(tc.model_dir, tc.summary_every, tc.sample_every,
                                            data_points=data_points))

@@ -17,6 +17,7 @@ import math  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
+from tf_dpvae.metrics import registry as metric_registry  # noqa: E402
 from trainers import common  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -25,7 +26,7 @@ flags.DEFINE_string("output_dir", None, "Where to write comparison.md and leakag
 flags.DEFINE_enum("leakage_variant", "leakage", ["leakage", "leakage_full"],
                   "Which leakage definition to overlay.")
 
-COLUMNS = (("fid", "FID"), ("fid_lp", "FID (LP)"), ("skl", "sKL"), ("nll_nats", "NLL (nats)"))
+COLUMNS = metric_registry.table_columns()  # the metrics' Table-1 columns
 
 
 def load_results(model_dirs):

@@ -13,13 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from trainers import common  # noqa: E402
+from tf_dpvae.metrics import registry as metric_registry  # noqa: E402
+from trainers import common, data_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A directory written by trainers.fit.", required=True)
-flags.DEFINE_list("metrics", ["validation", "fid", "fid_lp", "skl", "nll", "leakage"],
-                  "Which metrics to compute (validation: every training term as a mean "
-                  "over the whole validation split).")
+flags.DEFINE_list("metrics", list(metric_registry.names()),
+                  "Which metrics to compute: " + "; ".join(
+                      f"{name}: {spec.help}"
+                      for name, spec in metric_registry.metrics().items()) + ".")
 flags.DEFINE_boolean("figures", True, "Write the figures.")
 flags.DEFINE_integer("num_samples", 10_000, "Generated (and LP) samples for FID.",
                      lower_bound=2)
@@ -37,9 +39,7 @@ flags.DEFINE_enum("feature_extractor", "auto", ["auto", "inception", "classifier
                   "project's classifier (trainers.fit_features).")
 flags.DEFINE_string("features_path", None, "Classifier .keras file or Inception weights.")
 flags.DEFINE_string("features_dir", None, "Directory of trained classifiers.")
-flags.DEFINE_string("data_dir", None, "As for trainers.fit.")
-flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "offline", "idx"],
-                  "As for trainers.fit.")
+data_flags.define(dataset_default=False)
 flags.DEFINE_integer("seed", 0, "Seed of every sample drawn.")
 flags.DEFINE_integer("batch_size", 500, "Batch size for encoding.", lower_bound=1)
 
@@ -68,7 +68,7 @@ def run():
             tf.summary.image(f"eval/{name}", tf.image.decode_png(png)[None])
     _write_leakage_curve(out, results)
     writer.flush()
-    print(f"{evaluation.TABLE_HEADER}\n{evaluation.markdown_row(results)}\n")
+    print(f"{evaluation.table_header()}\n{evaluation.markdown_row(results)}\n")
     print(f"metrics: {os.path.join(out, 'metrics.json')}; figures: "
           f"{', '.join(os.path.basename(p) for p, _ in written.values())}")
     return results

@@ -1,7 +1,11 @@
 """Train a regularized VAE with a standard or decoupled prior.
 
-    python -m trainers.fit --flagfile=trainers/configs/moons/beta_h_decoupled.flags \
-        --model_dir=runs/moons_beta_h_dp
+    python -m trainers.fit --flagfile=trainers/configs/moons/base.flags \
+        --regularizer=beta_h --prior=decoupled --model_dir=runs/moons/beta_h_decoupled
+
+``trainers/configs/<dataset>/base.flags`` holds a dataset's settings from the paper;
+``--regularizer`` and ``--prior`` choose the model (every regularizer's weights default
+to its Table 2 values at the dataset's paper batch size).
 
 Reusing --model_dir resumes from its last checkpoint. Writes checkpoints, config.json,
 TensorBoard events (train/, validation/) and samples.png into --model_dir.

@@ -24,16 +24,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from tf_dpvae import datasets  # noqa: E402
+from trainers import data_flags  # noqa: E402
+
 FLAGS = flags.FLAGS
 PROGRESS = {"bar": 1, "epoch": 2, "none": 0}  # Keras `verbose` values
 
-flags.DEFINE_enum("dataset", None, ["mnist", "fashion_mnist", "svhn_cropped", "celeb_a"],
-                  "Dataset whose classifier to train (celeb_a has no class labels and "
-                  "is refused).")
-flags.DEFINE_string("data_dir", None, "Directory of the data (tfds data_dir, or IDX "
-                    "files for fashion_mnist).")
-flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "offline", "idx"],
-                  "Where to read the data from; auto never downloads.")
+data_flags.define(dataset_default=None, names=[
+    name for name, spec in datasets.REGISTRY.items() if spec.kind == datasets.IMAGES],
+    dataset_help="Dataset whose classifier to train (image datasets; one without class "
+                 "labels, such as celeb_a, is refused).")
 flags.DEFINE_string("output_dir", None, "Where classifier.keras and metadata.json go "
                     "(default: features/<dataset> under the repository root, or under "
                     "$TF_DPVAE_FEATURES_DIR).")
@@ -209,12 +209,10 @@ def run():
 
 def check_flags():
     """Flag errors that need no data (and no TensorFlow import)."""
-    if FLAGS.dataset == "celeb_a":
-        raise ValueError("--dataset=celeb_a: CelebA has no class labels (only 40 binary "
-                         "attributes), so no feature classifier is trained for it; use "
-                         "Inception-v3 features for it.")
-    if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
-        raise ValueError(f"--data_dir={FLAGS.data_dir}: no such directory")
+    if datasets.get(FLAGS.dataset).num_classes is None:
+        raise ValueError(f"--dataset={FLAGS.dataset}: it has no class labels, so no feature "
+                         "classifier is trained for it; use Inception-v3 features for it.")
+    data_flags.check_data_dir(FLAGS)
     if FLAGS.output_dir is not None and os.path.exists(FLAGS.output_dir) and (
             not os.path.isdir(FLAGS.output_dir)):
         raise ValueError(f"--output_dir={FLAGS.output_dir} exists and is not a directory")

@@ -24,16 +24,14 @@ import numpy as np  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from trainers import common  # noqa: E402
+from trainers import common, data_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_candidates", 50_000, "Prior draws.", lower_bound=1)
 flags.DEFINE_integer("num_keep", 10_000, "LP samples kept (lowest q).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the prior draws (trainers.evaluate uses seed+1).")
 flags.DEFINE_string("output", None, "Also write the numbers to this JSON file.")
-flags.DEFINE_string("data_dir", None, "As for trainers.fit.")
-flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "offline", "idx"],
-                  "As for trainers.fit.")
+data_flags.define(dataset_default=False)
 flags.DEFINE_string("features_dir", None,
                     "Where trainers.fit_features put the classifiers (default features/).")
 flags.DEFINE_bool("classes", True, "Classify the decoded samples (image datasets with a "
@@ -65,7 +63,7 @@ def _row(name, which, stats):
 def _classifier(model):
     """z -> class probabilities of the decoded samples, or None (not images, no
     classifier on disk, or --noclasses)."""
-    if not FLAGS.classes or len(model.config.input_shape) != 3:
+    if not FLAGS.classes or model.config.is_points:
         return None
     from tf_dpvae.evaluation import generate
     from tf_dpvae.metrics import features

@@ -3,9 +3,11 @@
     python -m trainers.study --datasets=moons,mnist,fashion_mnist --budget=cpu \
         --seeds=2 --out=runs/study
 
-Trains every (regularizer, prior, seed) with the shipped flagfiles
-(``trainers/configs/<dataset>/<regularizer>_<prior>.flags``, the same hyperparameters
-for both priors) at the budget's number of steps, evaluates it (FID and FID (LP) on the
+Trains every (regularizer, prior, seed) from the dataset's flagfile of the preset
+(``--preset=paper``: ``trainers/configs/<dataset>/base.flags`` with ``--regularizer``
+and ``--prior``, the same hyperparameters for both priors; ``--preset=official``:
+``trainers/configs/<dataset>/official/<regularizer>_<prior>.flags``) at the budget's
+number of steps, evaluates it (FID and FID (LP) on the
 trained-classifier features, sKL, importance-sampled NLL, leakage curves) and writes
 ``<out>/report.md``: per dataset a table in the layout of the paper's Table 1 (mean ±
 sd over seeds, better of each pair in bold), the relative changes next to the paper's,
@@ -28,7 +30,10 @@ import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from trainers import common  # noqa: E402
+from tf_dpvae import objectives  # noqa: E402
+from tf_dpvae import study as study_lib  # noqa: E402
+from trainers import common, data_flags, presets  # noqa: E402
+from trainers.presets import run_one  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["moons"], "Datasets (each needs trainers/configs/<name>/).")
@@ -40,8 +45,9 @@ flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "paper"],
                   "--jobs=2), paper (100,000 iterations).")
 flags.DEFINE_integer("seeds", 2, "Seeds per (regularizer, prior): 0 .. seeds-1.",
                      lower_bound=1)
-flags.DEFINE_list("regularizers", ["vae", "beta_h", "beta_b", "beta_tc", "factor", "info"],
-                  "Which regularizers.")
+flags.DEFINE_list("regularizers", list(study_lib.PAPER_MNIST),
+                  "Which regularizers (default: the paper's six; any of "
+                  f"{', '.join(objectives.REGULARIZERS)}).")
 flags.DEFINE_enum("preset", "paper", ["paper", "official"],
                   "Configurations: paper (Table 2 / Appendix C, the same for both priors, "
                   "weights converted to the per-example loss) or official (the released "
@@ -49,9 +55,7 @@ flags.DEFINE_enum("preset", "paper", ["paper", "official"],
                   "kept at any budget).")
 flags.DEFINE_integer("jobs", 1, "Runs trained at the same time (separate processes).",
                      lower_bound=1)
-flags.DEFINE_string("data_dir", None, "As for trainers.fit.")
-flags.DEFINE_enum("data_source", "auto", ["auto", "tfds", "offline", "idx"],
-                  "As for trainers.fit.")
+data_flags.define(dataset_default=False)
 flags.DEFINE_enum("feature_extractor", "classifier", ["classifier", "inception", "auto"],
                   "FID features for images (the project's classifiers by default).")
 flags.DEFINE_string("features_dir", None, "Directory of trained classifiers.")
@@ -66,7 +70,7 @@ def _worker_init(threads):
 
 def _run_in_worker(spec, budget_name, out, options):
     from tf_dpvae import study
-    return study.run_one(spec, study.BUDGETS[budget_name], out, **options)
+    return run_one(spec, study.BUDGETS[budget_name], out, **options)
 
 
 def _say(message):
@@ -86,15 +90,12 @@ def _describe(record):
 def run():
     from tf_dpvae import study
 
-    if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
-        raise ValueError(f"--data_dir={FLAGS.data_dir}: no such directory")
-    unknown = set(FLAGS.regularizers) - set(study.REGULARIZERS)
-    if unknown:
-        raise ValueError(f"--regularizers: unknown {sorted(unknown)}; expected some of "
-                         f"{study.REGULARIZERS}")
+    data_flags.check_data_dir()
     budget = study.BUDGETS[FLAGS.budget]
     specs = study.plan(FLAGS.datasets, FLAGS.regularizers, seeds=FLAGS.seeds,
                        preset=FLAGS.preset)
+    for spec in specs:
+        presets.base_args(spec)  # every flagfile exists, before anything runs
     command = "python -m trainers.study " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--report_only"))
     if not FLAGS.report_only:
@@ -113,7 +114,7 @@ def run():
 def _train_and_evaluate(todo, budget):
     options = dict(data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
                    extractor=FLAGS.feature_extractor, features_dir=FLAGS.features_dir,
-                   progress="epoch" if FLAGS.jobs == 1 else "none")
+                   verbose=common.PROGRESS["epoch"] if FLAGS.jobs == 1 else 0)
     started = time.time()
 
     def report(done_count, spec, record):
@@ -123,10 +124,9 @@ def _train_and_evaluate(todo, budget):
              f"(elapsed {elapsed / 60:.1f} min, about {eta / 60:.0f} min to go)")
 
     if FLAGS.jobs == 1:
-        from tf_dpvae import study
         for i, spec in enumerate(todo, 1):
             _say(f"starting {spec.name}")
-            report(i, spec, study.run_one(spec, budget, FLAGS.out, **options))
+            report(i, spec, run_one(spec, budget, FLAGS.out, **options))
         return
     import concurrent.futures
     import multiprocessing

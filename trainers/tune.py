@@ -1,7 +1,7 @@
 """Hyperparameter search with keras-tuner: each trial trains a model with tf_dpvae.
 
-    python -m trainers.tune --flagfile=trainers/configs/moons/beta_h_decoupled.flags \
-        --tuner=random --max_trials=20 --tune_dir=runs/tune/moons_beta_h_dp \
+    python -m trainers.tune --flagfile=trainers/configs/moons/base.flags \
+        --regularizer=beta_h --prior=decoupled --tuner=random --max_trials=20 --tune_dir=runs/tune/moons_beta_h_dp \
         [--objective=val_loss|skl] [--trial_steps=2000] \
         [--search_space=beta=1:8:log,flow_blocks=2:8]
 
@@ -29,7 +29,7 @@ from trainers import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 common.define_model_flags()
-common.define_train_flags()
+common.define_train_flags(model_dir_required=False)  # trials have their own
 flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"],
                   "Search algorithm (keras-tuner oracle).")
 flags.DEFINE_integer("max_trials", 10, "Trials to run in total (resumed runs included).")

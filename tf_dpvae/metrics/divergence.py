@@ -14,6 +14,7 @@ import numpy as np
 
 from tf_dpvae import gaussian
 from tf_dpvae.metrics import aggregate as aggregate_lib
+from tf_dpvae.metrics.registry import MetricSpec, register
 
 
 def _mean_and_se(values):
@@ -92,3 +93,25 @@ def rate_decomposition(prior, means, log_vars, aggregate=None, seed=0):
             "mutual_information": information, "mutual_information_se": information_se,
             "kl_qp": kl_qp, "kl_qp_se": kl_qp_se,
             "log_n": math.log(len(means)), "num_examples": int(len(means))}
+
+
+# ---------------------------------------------------------------------- evaluation
+def compute(context):
+    """sKL between the prior and the exact aggregate posterior of the training split."""
+    options, results = context.options, context.results
+    context.say(f"symmetric KL with {options.skl_samples} samples from each side")
+    skl = symmetric_kl(context.model.prior, context.q, options.skl_samples,
+                       seed=options.seed)
+    results.update(skl=float(skl["skl"]), kl_pq=float(skl["kl_pq"]),
+                   kl_qp=float(skl["kl_qp"]), skl_samples=options.skl_samples)
+    if not math.isfinite(skl["skl"]):
+        reason = (f"log p(z) − log q(z) is not finite at {skl['nonfinite_pq']} of the "
+                  f"{options.skl_samples} samples of p(z) and {skl['nonfinite_qp']} of "
+                  "those of q(z) (a density beyond the float32 range, e.g. q(z) "
+                  "underflowing to 0 far from every encoded point)")
+        context.unavailable(reason, *(k for k in ("skl", "kl_pq", "kl_qp")
+                                      if not math.isfinite(skl[k])))
+
+
+register(MetricSpec("skl", compute, columns=(("skl", "sKL"),),
+                    help="symmetric KL between p(z) and q(z)"))

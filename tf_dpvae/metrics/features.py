@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 
 from tf_dpvae import data as data_lib
+from tf_dpvae import datasets
 
 # --------------------------------------------------------------------------------------
 # Locations.
@@ -61,16 +62,12 @@ INCEPTION_NAME = "inception_v3_pool3"
 # Where Keras caches downloads when the home directory is not writable.
 _FALLBACK_KERAS_DIRS = (os.path.join("/tmp", ".keras"),)
 
-# Datasets with class labels a classifier can be trained on (CelebA has only binary
-# attributes, no classes).
-LABELLED_DATASETS = ("mnist", "fashion_mnist", "svhn_cropped")
-NUM_CLASSES = {name: data_lib.NUM_CLASSES[name] for name in LABELLED_DATASETS}
-CLASS_NAMES = {
-    "mnist": tuple(str(i) for i in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    "svhn_cropped": tuple(str(i) for i in range(10)),
-}
+# Image datasets with class labels a classifier can be trained on (tf_dpvae/datasets.py;
+# CelebA has only binary attributes, no classes).
+CLASS_NAMES = {name: spec.class_names for name, spec in datasets.REGISTRY.items()
+               if spec.kind == datasets.IMAGES and spec.class_names is not None}
+LABELLED_DATASETS = tuple(CLASS_NAMES)
+NUM_CLASSES = {name: len(names) for name, names in CLASS_NAMES.items()}
 
 EXTRACTOR_KINDS = ("auto", "inception", "classifier")
 
@@ -475,9 +472,7 @@ def load_labelled(name, data_dir=None, source="auto", seed=0):
     if name not in LABELLED_DATASETS:
         raise ValueError(
             f"{name!r} has no class labels to train a classifier on; labelled datasets "
-            f"are {LABELLED_DATASETS}" + (" (CelebA has only binary attributes; use "
-                                          "Inception features for it)"
-                                          if name == "celeb_a" else "") + ".")
+            f"are {LABELLED_DATASETS}; use Inception features for it.")
     dataset = data_lib.load(name, data_dir=data_dir, source=source, seed=seed,
                             with_labels=True)
     train, validation, test = (data_lib.as_numpy(split) for split in

@@ -241,3 +241,53 @@ def kid(features_a, features_b, num_subsets=100, subset_size=1000, seed=0):
         y = b[rng.choice(b.shape[0], m, replace=False)]
         values[s] = mmd2_unbiased(x, y)
     return KidResult(float(values.mean()), float(values.std()))
+
+
+# ---------------------------------------------------------------------- evaluation
+def _fid_and_kid(context, key, kid_key, features):
+    """FID and KID of ``features`` against the real ones, or both unavailable."""
+    try:
+        context.results[key] = float(fid(features, context.real_features))
+        context.results[kid_key] = _kid(features, context.real_features,
+                                        context.options.seed)
+    except MetricUnavailableError as error:
+        context.unavailable(str(error), key, kid_key)
+    context.results["num_samples"] = context.options.num_samples
+
+
+def _kid(a, b, seed):
+    size = min(1000, len(a), len(b))
+    if size < 2:
+        return None
+    value = kid(a, b, num_subsets=50, subset_size=size, seed=seed)
+    return {"mean": float(value.mean), "std": float(value.std)}
+
+
+def compute_fid(context):
+    """FID (and KID) of ``num_samples`` decoded prior samples against the test split."""
+    generated, _ = context.generated
+    features = context.extractor(generated, verbose=context.options.verbose)
+    _fid_and_kid(context, "fid", "kid", features)
+
+
+def compute_fid_lp(context):
+    """FID (and KID) of the low-posterior samples (paper §5.1) against the test split."""
+    lp = context.low_posterior
+    if lp is None:
+        context.results["feature_extractor"] = context.extractor.name
+        context.results["num_samples"] = context.options.num_samples
+        context.unavailable(context.lp_error, "fid_lp", "kid_lp")
+        return
+    features = context.extractor(context.decode(lp["z"]), verbose=context.options.verbose)
+    _fid_and_kid(context, "fid_lp", "kid_lp", features)
+
+
+def _register():
+    from tf_dpvae.metrics.registry import MetricSpec, register
+    register(MetricSpec("fid", compute_fid, columns=(("fid", "FID"),),
+                        needs_features=True, help="FID of random samples"))
+    register(MetricSpec("fid_lp", compute_fid_lp, columns=(("fid_lp", "FID (LP)"),),
+                        needs_features=True, help="FID of low-posterior samples"))
+
+
+_register()

@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from tf_dpvae.metrics import aggregate as aggregate_lib
+from tf_dpvae.metrics.registry import MetricSpec, register
 
 VARIANTS = ("paper", "full")
 
@@ -104,3 +105,23 @@ def leakage_scores(prior, aggregate, taus=None, num_samples=10000, seed=0,
         "variant": variant,
         "kl_qp": float(diff.mean()),
     }
+
+
+# ---------------------------------------------------------------------- evaluation
+def compute(context):
+    """LS(τ) under both definitions (paper's and full density), and the curves for the
+    figures."""
+    options = context.options
+    for variant, key in (("paper", "leakage"), ("full", "leakage_full")):
+        context.say(f"leakage score ({variant} definition), "
+                    f"{options.leakage_samples} samples of q(z)")
+        scores = leakage_scores(context.model.prior, context.q,
+                                num_samples=options.leakage_samples, seed=options.seed,
+                                variant=variant)
+        context.results[key] = {f"{t:.4g}": (None if s is None else float(s))
+                                for t, s in scores["by_tau"].items()}
+        context.curves[variant] = scores["by_tau"]
+    context.results["leakage_samples"] = options.leakage_samples
+
+
+register(MetricSpec("leakage", compute, help="leakage curves LS(τ)"))

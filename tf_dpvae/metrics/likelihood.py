@@ -17,7 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_dpvae import data as data_lib
 from tf_dpvae import estimators, gaussian
+from tf_dpvae.metrics.registry import MetricSpec, register
 
 
 def importance_sampled_log_likelihood(model, x, num_samples=1000, batch_size=10,
@@ -129,3 +131,33 @@ def fixed_binarization(x, seed):
         raise ValueError("fixed_binarization: x must lie in [0, 1]")
     u = tf.random.stateless_uniform(x.shape, seed=[int(seed), 0], dtype=tf.float32)
     return (u.numpy() < x).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- evaluation
+def compute(context):
+    """Importance-sampled NLL of test examples (grey levels binarized once, with a
+    fixed seed, for a Bernoulli image model)."""
+    options, results, config = context.options, context.results, context.config
+    x = data_lib.as_numpy(context.dataset.test, options.nll_max_examples)
+    if config.likelihood == "bernoulli" and not config.is_points:
+        x = fixed_binarization(x, seed=options.seed)
+        results["nll_data"] = (f"{len(x)} test images, fixed Bernoulli binarization of "
+                               f"the grey levels (seed {options.seed})")
+    else:
+        results["nll_data"] = f"{len(x)} test examples as they are"
+    context.say(f"importance-sampled NLL, K={options.nll_samples}, {len(x)} examples")
+    log_px = importance_sampled_log_likelihood(context.model, x,
+                                               num_samples=options.nll_samples,
+                                               seed=options.seed, verbose=options.verbose)
+    summary = nll_summary(log_px, int(np.prod(config.input_shape)))
+    results.update(nll_nats=float(summary["nll_nats"]),
+                   nll_bits_per_dim=float(summary["nll_bits_per_dim"]),
+                   nll_importance_samples=options.nll_samples)
+    bad = int((~np.isfinite(log_px)).sum())
+    if bad:
+        context.unavailable(f"the importance-sampled log p(x) is not finite for {bad} of "
+                            f"{len(log_px)} examples", "nll_nats", "nll_bits_per_dim")
+
+
+register(MetricSpec("nll", compute, columns=(("nll_nats", "NLL (nats)"),),
+                    help="importance-sampled negative log-likelihood"))

@@ -1,0 +1,141 @@
+"""Every dataset declared once: what one example is, where it can be read from, its
+classes, and the model the paper trains on it.
+
+The loaders stay in :mod:`tf_dpvae.data` (or any module): a spec names its loader as
+``"module:function"``, called as ``function(data_dir=, source=, seed=, with_labels=,
+num_points=, noise=)`` (a loader ignores what it does not use), and resolved only when
+data are loaded, so this module imports nothing heavy. Everything keyed by a dataset
+name elsewhere is derived from :data:`REGISTRY`: ``data.load``'s checks, the
+``--dataset``/``--data_source`` flags, ``ModelConfig``'s per-dataset defaults, the FID
+classifiers' labels, the study's flagfile folder.
+
+To add a dataset, write a module with its loader and one ``register(DatasetSpec(...))``
+and import it from :data:`EXTRA_MODULES` (one line).
+"""
+
+import dataclasses
+import importlib
+
+POINTS, IMAGES = "points", "images"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset.
+
+    name:               the ``--dataset`` value (the tfds name where there is one).
+    element_shape:      one example: ``(D,)`` for points, ``(H, W, C)`` for images.
+    loader:             ``"module:function"`` that returns a ``data.Dataset``.
+    sources:            accepted ``--data_source`` values besides ``"auto"``.
+    architecture, likelihood, latent_dim: the model of DESIGN §4 on this dataset.
+    paper_batch_size:   the paper's batch size B here (Appendix C): the batch of the
+                        conversion of Table 2's weights (tf_dpvae/objectives/).
+    class_names:        the class labels ``load(..., with_labels=True)`` yields, or
+                        None (no classes: no FID classifier can be trained).
+    gaussian_scale, learn_gaussian_scale: the Gaussian likelihood's scale.
+    augmentable:        the official MNIST augmentation applies (28×28 grey images).
+    config_dir:         folder of its flagfiles under ``trainers/configs``.
+    """
+
+    name: str
+    element_shape: tuple
+    loader: str
+    sources: tuple
+    architecture: str
+    likelihood: str
+    latent_dim: int
+    paper_batch_size: int
+    class_names: tuple | None = None
+    gaussian_scale: float = 0.1
+    learn_gaussian_scale: bool = False
+    augmentable: bool = False
+    config_dir: str | None = None
+
+    @property
+    def kind(self):
+        """:data:`POINTS` (one vector per example) or :data:`IMAGES` (H × W × C)."""
+        return POINTS if len(self.element_shape) == 1 else IMAGES
+
+    @property
+    def num_classes(self):
+        return None if self.class_names is None else len(self.class_names)
+
+    @property
+    def all_sources(self):
+        return ("auto",) + tuple(self.sources)
+
+    def model_defaults(self):
+        """ModelConfig values this dataset sets when the flags leave them unset."""
+        return dict(architecture=self.architecture, likelihood=self.likelihood,
+                    latent_dim=self.latent_dim, batch_size=self.paper_batch_size,
+                    gaussian_scale=self.gaussian_scale,
+                    learn_gaussian_scale=self.learn_gaussian_scale)
+
+    def load(self, **kwargs):
+        module, _, function = self.loader.partition(":")
+        return getattr(importlib.import_module(module), function)(**kwargs)
+
+
+REGISTRY = {}
+
+
+def register(spec):
+    if spec.name in REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    if spec.config_dir is None:
+        spec = dataclasses.replace(spec, config_dir=spec.name)
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get(name):
+    """The spec of ``name``; ValueError naming the flag otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"--dataset={name!r}: expected one of {tuple(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def names():
+    return tuple(REGISTRY)
+
+
+def all_sources():
+    """Every ``--data_source`` value some dataset accepts ("auto" first)."""
+    out = ["auto"]
+    for spec in REGISTRY.values():
+        out += [s for s in spec.sources if s not in out]
+    return tuple(out)
+
+
+def kind(name):
+    return get(name).kind
+
+
+_DIGITS = tuple(str(i) for i in range(10))
+
+register(DatasetSpec(
+    "moons", (2,), "tf_dpvae.data:_load_moons", ("sklearn",), architecture="mlp",
+    likelihood="gaussian", latent_dim=2, paper_batch_size=100,
+    class_names=("upper moon", "lower moon")))
+register(DatasetSpec(
+    "mnist", (28, 28, 1), "tf_dpvae.data:_load_mnist", ("tfds", "offline"),
+    architecture="conv28", likelihood="bernoulli", latent_dim=2, paper_batch_size=100,
+    class_names=_DIGITS, augmentable=True))
+register(DatasetSpec(
+    "fashion_mnist", (28, 28, 1), "tf_dpvae.data:_load_fashion_mnist", ("tfds", "idx"),
+    architecture="conv28", likelihood="bernoulli", latent_dim=2, paper_batch_size=100,
+    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot"), augmentable=True))
+register(DatasetSpec(
+    "svhn_cropped", (32, 32, 3), "tf_dpvae.data:_load_svhn_cropped", ("tfds",),
+    architecture="conv32", likelihood="gaussian", latent_dim=32, paper_batch_size=50,
+    class_names=_DIGITS, learn_gaussian_scale=True, config_dir="svhn"))
+register(DatasetSpec(
+    "celeb_a", (64, 64, 3), "tf_dpvae.data:_load_celeb_a", ("tfds",),
+    architecture="conv64", likelihood="gaussian", latent_dim=64, paper_batch_size=50,
+    learn_gaussian_scale=True))
+
+# Datasets declared in modules of their own (one line each).
+EXTRA_MODULES = ()
+for _module in EXTRA_MODULES:
+    importlib.import_module(_module)

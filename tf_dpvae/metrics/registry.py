@@ -1,0 +1,75 @@
+"""Every evaluation metric declared once: its ``--metrics`` name, what it computes and
+the columns it gives the Table-1 layout.
+
+A metric is a function ``compute(context)`` that writes its numbers into
+``context.results`` (:class:`tf_dpvae.metrics.context.EvalContext` hands it, computed
+once and shared, the aggregate posterior, the real and generated samples, the LP
+samples, the FID features), registered with :func:`register` in the module that holds
+its math. ``evaluation.evaluate``, ``trainers.evaluate``, the study's tables and
+``trainers.compare`` iterate over :func:`metrics` and :func:`table_columns`.
+
+To add a metric: write its math and a ``compute(context)`` in one module of this
+package, ``register(MetricSpec(...))`` there, and add the module to :data:`MODULES`.
+"""
+
+import dataclasses
+import importlib
+from typing import Callable
+
+# The modules that register metrics, in the order the metrics are computed and listed.
+MODULES = ("validation", "fid", "divergence", "likelihood", "leakage")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """One metric.
+
+    name:          the ``--metrics`` value.
+    compute:       ``compute(context)``: writes ``context.results`` (or marks its keys
+                   unavailable with ``context.unavailable``).
+    columns:       ((result key, title), ...) it adds to the Table-1 layout (lower is
+                   better in each).
+    needs_features: True when it compares images in a feature space (an extractor is
+                   needed for image datasets).
+    help:          one line for ``--metrics``'s help.
+    """
+
+    name: str
+    compute: Callable
+    columns: tuple = ()
+    needs_features: bool = False
+    help: str = ""
+
+
+REGISTRY = {}
+
+
+def register(spec):
+    if spec.name in REGISTRY:
+        raise ValueError(f"metric {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load():
+    for module in MODULES:
+        importlib.import_module(f"tf_dpvae.metrics.{module}")
+
+
+def metrics():
+    """{name: MetricSpec} of every metric, in :data:`MODULES` order."""
+    _load()
+    return dict(REGISTRY)
+
+
+def names():
+    return tuple(metrics())
+
+
+def table_columns():
+    """((result key, title), ...) of the Table-1 layout: every metric's columns."""
+    return tuple(column for spec in metrics().values() for column in spec.columns)
+
+
+def needing_features():
+    return {name for name, spec in metrics().items() if spec.needs_features}
