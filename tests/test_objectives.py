@@ -1,4 +1,4 @@
-"""Tests of tf_dpvae.objectives (and model.permute_dims) against hand-computed losses."""
+"""Tests of tf_dpvae.objectives (and FactorVAE's permute_dims) against hand-computed losses."""
 
 import numpy as np
 import pytest

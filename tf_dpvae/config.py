@@ -14,11 +14,17 @@ CONFIG_FILENAME = "config.json"
 PAPER_BATCH_SIZE = {name: spec.paper_batch_size
                     for name, spec in datasets.REGISTRY.items()}
 
-# What DESIGN §4 uses per dataset (tf_dpvae/datasets.py), with every regularizer's
-# weights converted at the dataset's paper batch size; flags left unset take these.
-DATASET_DEFAULTS = {name: {**spec.model_defaults(),
-                           **paper_config_weights(spec.paper_batch_size)}
-                    for name, spec in datasets.REGISTRY.items()}
+
+
+def dataset_defaults(name):
+    """What DESIGN §4 uses on dataset ``name`` (tf_dpvae/datasets.py), with every
+    regularizer's weights converted at its paper batch size; flags left unset take
+    these."""
+    spec = datasets.get(name)
+    return {**spec.model_defaults(), **paper_config_weights(spec.paper_batch_size)}
+
+
+DATASET_DEFAULTS = {name: dataset_defaults(name) for name in datasets.REGISTRY}
 
 @dataclasses.dataclass
 class _ModelConfigBase:

@@ -169,17 +169,19 @@ def load(
       DatasetUnavailableError: The data is not on disk and ``source`` does
         not allow downloading it.
     """
-    if name not in DATASET_NAMES:
+    if name not in registry.REGISTRY:
         raise ValueError(
-            f"Unknown dataset {name!r}; expected one of {DATASET_NAMES}.")
-    if source not in SOURCES[name]:
+            f"Unknown dataset {name!r}; expected one of {registry.names()}.")
+    spec = registry.get(name)
+    if source not in spec.all_sources:
         raise ValueError(
             f"Unknown source {source!r} for dataset {name!r}; expected one of "
-            f"{SOURCES[name]}.")
-    if with_labels and name not in NUM_CLASSES:
+            f"{spec.all_sources}.")
+    if with_labels and spec.num_classes is None:
+        labelled = tuple(n for n, s in registry.REGISTRY.items() if s.num_classes)
         raise ValueError(f"{name} has no class labels; with_labels=True works "
-                         f"for {tuple(NUM_CLASSES)}.")
-    return registry.get(name).load(data_dir=data_dir, source=source, seed=seed,
+                         f"for {labelled}.")
+    return spec.load(data_dir=data_dir, source=source, seed=seed,
                                    num_points=num_points, noise=noise,
                                    with_labels=with_labels)
 
@@ -731,7 +733,7 @@ def _make_dataset(name: str, train: tf.data.Dataset,
         num_validation=num_validation, num_test=num_test, source=source,
         train=train, validation=validation, test=test,
         default_likelihood=registry.get(name).likelihood,
-        num_classes=NUM_CLASSES[name] if with_labels else None)
+        num_classes=registry.get(name).num_classes if with_labels else None)
 
 
 def _default_shuffle_buffer(ds: tf.data.Dataset) -> int:

@@ -10,11 +10,13 @@ name elsewhere is derived from :data:`REGISTRY`: ``data.load``'s checks, the
 classifiers' labels, the study's flagfile folder.
 
 To add a dataset, write a module with its loader and one ``register(DatasetSpec(...))``
-and import it from :data:`EXTRA_MODULES` (one line).
+and import it from :data:`EXTRA_MODULES` (one line), or name the module in the
+environment variable ``TF_DPVAE_DATASET_MODULES``.
 """
 
 import dataclasses
 import importlib
+import os
 
 POINTS, IMAGES = "points", "images"
 
@@ -135,7 +137,11 @@ register(DatasetSpec(
     architecture="conv64", likelihood="gaussian", latent_dim=64, paper_batch_size=50,
     learn_gaussian_scale=True))
 
-# Datasets declared in modules of their own (one line each).
+# Datasets declared in modules of their own (one line each), and any named in the
+# environment variable TF_DPVAE_DATASET_MODULES (comma-separated importable modules,
+# for datasets kept outside this repository).
 EXTRA_MODULES = ()
-for _module in EXTRA_MODULES:
+ENVIRONMENT_VARIABLE = "TF_DPVAE_DATASET_MODULES"
+for _module in EXTRA_MODULES + tuple(
+        m.strip() for m in os.environ.get(ENVIRONMENT_VARIABLE, "").split(",") if m.strip()):
     importlib.import_module(_module)

@@ -136,6 +136,7 @@ def evaluate(model, dataset, options, extractor=None):
         context.say("figures")
         figs = _figures(context)
     results, replaced = json_safe(results)
+    context.results = results   # the clean copy gets the reasons
     for key in dict.fromkeys(path[0] for path in replaced):
         if key not in results["unavailable"]:
             context.explain(key, "not finite: " + ", ".join(

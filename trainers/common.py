@@ -7,7 +7,7 @@ from absl import flags
 
 from tf_dpvae import data as data_lib
 from tf_dpvae import datasets, likelihoods, networks, objectives, priors, settings
-from tf_dpvae.config import DATASET_DEFAULTS, ModelConfig
+from tf_dpvae.config import ModelConfig, dataset_defaults
 from tf_dpvae.training import STRATEGIES, TrainConfig
 from trainers import data_flags
 
@@ -113,7 +113,7 @@ def model_config_from_flags(flag_values=FLAGS):
     fv = flag_values
     values = {f.name: getattr(fv, f.name) for f in dataclasses.fields(ModelConfig)
               if f.name in fv and f.name not in ("input_shape", "num_train")}
-    for key, default in DATASET_DEFAULTS[fv.dataset].items():
+    for key, default in dataset_defaults(fv.dataset).items():
         if values.get(key) is None:
             values[key] = default
     config = ModelConfig(**values)

@@ -65,7 +65,7 @@ def _classifier(model):
     classifier on disk, or --noclasses)."""
     if not FLAGS.classes or model.config.is_points:
         return None
-    from tf_dpvae.evaluation import generate
+    from tf_dpvae.metrics.context import generate
     from tf_dpvae.metrics import features
     try:
         extractor = features.ClassifierFeatures(dataset=model.config.dataset,

@@ -17,7 +17,9 @@ CONFIG_DIR = os.path.join("trainers", "configs")  # flagfiles name each other fr
 
 def base_args(spec):
     """The command-line arguments of the spec's base configuration (its preset)."""
-    folder = os.path.join(CONFIG_DIR, datasets.get(spec.dataset).config_dir)
+    known = spec.dataset in datasets.REGISTRY
+    folder = os.path.join(CONFIG_DIR, datasets.get(spec.dataset).config_dir if known
+                          else spec.dataset)
     if spec.preset == "paper":
         path = os.path.join(folder, "base.flags")
         args = [f"--flagfile={path}", f"--regularizer={spec.regularizer}",
@@ -29,7 +31,9 @@ def base_args(spec):
         raise FileNotFoundError(f"{CONFIG_DIR}: not found; run the study from the "
                                 "repository root (the flagfiles name each other from there)")
     if not os.path.exists(path):
-        raise ValueError(f"--datasets/--regularizers/--preset: no flagfile {path}")
+        unknown = ("" if known else f" (unknown dataset {spec.dataset!r}; expected one "
+                   f"of {datasets.names()})")
+        raise ValueError(f"--datasets/--regularizers/--preset: no flagfile {path}{unknown}")
     return args
 
 
