@@ -124,6 +124,7 @@ def test_bad_settings_fail_before_training(flag, words, tmp_path):
     assert not os.path.exists(tmp_path / "tune" / "trials")
 
 
+@pytest.mark.slow   # 90 s; the default suite keeps the search/resume/best.flags test
 def test_same_seed_gives_the_same_search(tmp_path):
     """The default --seed=0 must seed the oracle too (keras-tuner reads 0 as "no seed")."""
     tables = []
