@@ -23,6 +23,7 @@ def _finite_losses(model_dir, train_steps):
     assert all(np.isfinite(list(losses.values()))), losses
 
 
+@pytest.mark.slow   # 45–75 s; the multi-worker tests keep tf.distribute in the default suite
 def test_mirrored_on_two_logical_cpus(tmp_path):
     configs = {"beta_h": dict(regularizer="beta_h", prior="decoupled"),
                "factor": dict(regularizer="factor", prior="decoupled")}
