@@ -131,8 +131,7 @@ def evaluate(model, dataset, options, extractor=None):
 
     figs = {}
     if options.figures:
-        if "real" not in context.__dict__:
-            context.real  # noqa: B018 (num_real is reported with the figures too)
+        context.real  # noqa: B018 (computed once; num_real is reported with the figures)
         context.say("figures")
         figs = _figures(context)
     results, replaced = json_safe(results)

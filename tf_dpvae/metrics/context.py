@@ -110,13 +110,20 @@ class EvalContext:
     def decode(self, z):
         return generate(self.model, 0, self.options.seed, z=z)[0]
 
+    @property
+    def _lp_counts(self):
+        """(LP samples kept, prior draws they are chosen from): ``num_samples`` for
+        FID (LP), else only the ``num_marked`` the figures show."""
+        options = self.options
+        num_lp = options.num_samples if "fid_lp" in self.wanted else options.num_marked
+        return num_lp, max(num_lp * options.lp_candidates_factor, options.num_marked)
+
     @functools.cached_property
     def low_posterior(self):
         """LP samples (the lowest-q of ``lp_candidates_factor`` × as many prior draws),
         or None with the reason in ``lp_error``."""
         options = self.options
-        num_lp = options.num_samples if "fid_lp" in self.wanted else options.num_marked
-        candidates = max(num_lp * options.lp_candidates_factor, options.num_marked)
+        num_lp, candidates = self._lp_counts
         self.say(f"low-posterior samples: the {num_lp} lowest-q of {candidates} draws")
         try:
             return selection.low_posterior_samples(self.model.prior, self.q, candidates,
@@ -129,8 +136,7 @@ class EvalContext:
     @functools.cached_property
     def high_posterior(self):
         options = self.options
-        num_lp = options.num_samples if "fid_lp" in self.wanted else options.num_marked
-        candidates = max(num_lp * options.lp_candidates_factor, options.num_marked)
+        _, candidates = self._lp_counts
         try:
             return selection.high_posterior_samples(self.model.prior, self.q, candidates,
                                                     options.num_marked,
