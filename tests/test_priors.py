@@ -250,5 +250,51 @@ def test_flow_variables_tracked_by_model():
     # Parameter count for L = 2: each MLP 1→64→64→1.
     per_mlp = (1 * 64 + 64) + (64 * 64 + 64) + (64 * 1 + 1)
     assert sum(int(np.prod(v.shape)) for v in flow) == config.flow_blocks * 2 * per_mlp
-    # TFP does not see Keras 3 variables: the model must own them.
-    assert len(model.prior.bijector.trainable_variables) == 0
+
+
+# ------------------------------------------------------------------ one pass vs TFP
+def tfp_real_nvp_chain(prior):
+    """The same flow built from TFP's bijectors (Permute, RealNVP, Permute per block),
+    sharing the prior's s and t networks: an independent implementation of g."""
+    import tensorflow_probability as tfp
+    tfb = tfp.bijectors
+    blocks = []
+    for net, mask in zip(prior.nets, prior.masks):
+        conditioning, transformed = np.flatnonzero(mask), np.flatnonzero(1 - mask)
+        order = np.concatenate([conditioning, transformed]).astype(np.int32)
+        nvp = tfb.RealNVP(num_masked=len(conditioning),
+                          shift_and_log_scale_fn=lambda u, _w, net=net: net(u))
+        blocks.append(tfb.Chain([tfb.Permute(np.argsort(order).astype(np.int32)), nvp,
+                                 tfb.Permute(order)]))
+    return tfb.Chain(list(reversed(blocks)))
+
+
+@pytest.mark.parametrize("latent_dim, masks", [(2, "alternate"), (5, "checkerboard"),
+                                               (4, "1100,0110,0011")])
+def test_one_pass_matches_tfp_real_nvp(float64, latent_dim, masks):
+    prior = random_flow(latent_dim, seed=11, num_blocks=5, masks=masks, bound_shift=True)
+    bijector = tfp_real_nvp_chain(prior)
+    z = np.random.default_rng(12).normal(size=(40, latent_dim)) * 1.5
+    y, log_det = prior.forward_and_log_det(tf.constant(z))
+    assert np.std(log_det.numpy()) > 1e-2
+    np.testing.assert_allclose(y.numpy(), bijector.forward(tf.constant(z)).numpy(),
+                               atol=1e-12)
+    np.testing.assert_allclose(
+        log_det.numpy(),
+        bijector.forward_log_det_jacobian(tf.constant(z), event_ndims=1).numpy(), atol=1e-12)
+    z0 = np.random.default_rng(13).normal(size=(40, latent_dim))
+    np.testing.assert_allclose(prior.to_representation(tf.constant(z0)).numpy(),
+                               bijector.inverse(tf.constant(z0)).numpy(), atol=1e-12)
+
+
+def test_coupling_nets_run_once_per_block_in_log_prob():
+    """log p(z) evaluates each block's s and t networks once (g(z) and the log-det in
+    one pass): the traced graph holds one MatMul per Dense layer of the flow."""
+    prior = random_flow(2, seed=14)
+    graph = tf.function(prior.log_prob).get_concrete_function(
+        tf.TensorSpec([None, 2], tf.float32)).graph
+    matmuls = sum(op.type in ("MatMul", "_MklMatMul", "BatchMatMulV2")
+                  for op in graph.get_operations())
+    dense_layers = sum(len(net.shift_layers) + len(net.log_scale_layers)
+                       for net in prior.nets)
+    assert matmuls == dense_layers == 36

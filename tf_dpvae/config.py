@@ -50,6 +50,7 @@ class _ModelConfigBase:
     learning_rate: float = 1e-4
     batch_size: int = 100
     seed: int = 0
+    precision: str = "float32"            # or "mixed_bfloat16" (tf_dpvae/precision.py)
 
     @property
     def data_kind(self):

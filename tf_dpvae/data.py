@@ -185,6 +185,15 @@ def example_image(element):
     return element
 
 
+# A fixed prefetch depth, and tf.data's autotuning off: with autotuning, fit() sometimes
+# returned only after waits of 10 ms·(2^k − 1) (5.1, 10.2, 20.5 s) at the end of an
+# epoch (../shared/reference/perf-findings.md); the pipelines here are in-memory
+# slices, so a fixed depth keeps the step fed.
+PREFETCH_BATCHES = 4
+_PIPELINE_OPTIONS = tf.data.Options()
+_PIPELINE_OPTIONS.autotune.enabled = False
+
+
 def batch(
     ds: tf.data.Dataset,
     batch_size: int,
@@ -195,7 +204,7 @@ def batch(
     drop_remainder: bool,
     shuffle_buffer: int | None = None,
 ) -> tf.data.Dataset:
-    """Shuffle -> repeat -> batch -> prefetch an unbatched split.
+    """Shuffle -> repeat -> batch -> prefetch (``PREFETCH_BATCHES``) an unbatched split.
 
     The shuffle uses a fixed op-level ``seed`` and
     ``reshuffle_each_iteration=True``: two pipelines built with the same seed
@@ -225,7 +234,7 @@ def batch(
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(PREFETCH_BATCHES).with_options(_PIPELINE_OPTIONS)
 
 
 def as_numpy(ds: tf.data.Dataset,
@@ -678,23 +687,19 @@ def _dataset_from_arrays(name: str, train: np.ndarray, validation: np.ndarray,
                          labels: tuple | None = None) -> Dataset:
     """Builds a :class:`Dataset` from in-memory arrays (small datasets).
 
-    ``to_float`` (if given) is mapped over the elements, e.g. to turn uint8
-    pixels (kept in memory as uint8) into float32 in [0, 1]. ``labels`` (if
+    ``to_float`` (if given) converts the arrays once, in memory, e.g. uint8 pixels
+    into float32 in [0, 1]. ``labels`` (if
     given) holds one int64 label array per split; elements are then
     ``(x, label)``.
     """
     def make(array, split_labels):
+        if to_float is not None:
+            # Converted once, in memory: mapped per element, the conversion cost
+            # ≈ 10× more per batch than the training step's input needs.
+            array = np.asarray(to_float(tf.constant(array)))
         if split_labels is None:
-            ds = tf.data.Dataset.from_tensor_slices(array)
-            if to_float is None:
-                return ds
-            return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True)
-        ds = tf.data.Dataset.from_tensor_slices((array, split_labels))
-        if to_float is None:
-            return ds
-        return ds.map(lambda x, y: (to_float(x), y),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return tf.data.Dataset.from_tensor_slices(array)
+        return tf.data.Dataset.from_tensor_slices((array, split_labels))
 
     split_labels = labels or (None, None, None)
     splits = [make(a, l) for a, l in zip((train, validation, test), split_labels)]

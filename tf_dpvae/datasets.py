@@ -39,6 +39,7 @@ class DatasetSpec:
     config_dir:         folder of its flagfiles under ``trainers/configs``.
     splits:             how the loader makes train / validation / test (for people:
                         ``data.load``'s documentation and ``--helpfull`` show it).
+    precision:          the default ``--precision`` (tf_dpvae/precision.py).
     """
 
     name: str
@@ -55,6 +56,7 @@ class DatasetSpec:
     augmentable: bool = False
     config_dir: str | None = None
     splits: str = ""
+    precision: str = "float32"
 
     @property
     def kind(self):
@@ -74,7 +76,8 @@ class DatasetSpec:
         return dict(architecture=self.architecture, likelihood=self.likelihood,
                     latent_dim=self.latent_dim, batch_size=self.paper_batch_size,
                     gaussian_scale=self.gaussian_scale,
-                    learn_gaussian_scale=self.learn_gaussian_scale)
+                    learn_gaussian_scale=self.learn_gaussian_scale,
+                    precision=self.precision)
 
     def load(self, **kwargs):
         module, _, function = self.loader.partition(":")

@@ -14,7 +14,8 @@ replica), so a resumed run draws exactly the noise the uninterrupted run would h
 import tensorflow as tf
 import keras
 
-from tf_dpvae import estimators, gaussian, likelihoods, networks, objectives, priors
+from tf_dpvae import (estimators, gaussian, likelihoods, networks, objectives, precision,
+                      priors)
 
 # Offsets that keep the random streams of one step independent.
 _NOISE_POSTERIOR, _NOISE_KL, _NOISE_PRIOR, _NOISE_AUXILIARY = range(4)
@@ -35,17 +36,21 @@ class DpVAE(keras.Model):
     def __init__(self, config, **kwargs):
         super().__init__(name=kwargs.pop("name", "dpvae"), **kwargs)
         self.config = config
-        self.encoder, self.decoder = networks.make_networks(
-            config.architecture, config.input_shape, config.latent_dim)
+        # Networks compute in config.precision; the prior and the likelihood (a learned
+        # scale) in float32 (tf_dpvae/precision.py).
+        with precision.policy(config.precision):
+            self.encoder, self.decoder = networks.make_networks(
+                config.architecture, config.input_shape, config.latent_dim)
         self.prior = priors.from_config(config)
         self.likelihood = likelihoods.make_likelihood(
             config.likelihood, config.input_shape, scale=config.gaussian_scale,
             learn_scale=config.learn_gaussian_scale, images=not config.is_points,
             mse_weight=config.mse_weight)
-        self.objective = objectives.make_objective(config)
-        # Networks and optimizers of the objective's own training step (FactorVAE's
-        # discriminator): tracked, and checkpointed, as attributes of the model.
-        self.objective.build(config.latent_dim)
+        with precision.policy(config.precision):
+            self.objective = objectives.make_objective(config)
+            # Networks and optimizers of the objective's own training step (FactorVAE's
+            # discriminator): tracked, and checkpointed, as attributes of the model.
+            self.objective.build(config.latent_dim)
         for name, network in self.objective.networks.items():
             setattr(self, name, network)
         names = (objectives.term_names(config.regularizer) + ("elbo",)

@@ -2,11 +2,14 @@
 
 Each builder returns ``(encoder, decoder)`` Keras models: the encoder maps x to the
 concatenated [μ, log σ²] (2L outputs), the decoder maps z to the likelihood's
-parameters (logits or mean) with the data's shape.
+parameters (logits or mean) with the data's shape. Output layers compute in
+:func:`tf_dpvae.precision.output_dtype` (float32 under mixed precision).
 """
 
 import keras
 from keras import layers
+
+from tf_dpvae.precision import output_dtype
 
 ARCHITECTURES = ("mlp", "conv28", "conv32", "conv64")
 
@@ -16,11 +19,12 @@ def mlp(input_shape, latent_dim):
     (dim,) = input_shape
     encoder = keras.Sequential([
         keras.Input(input_shape), layers.Dense(100, activation="relu"),
-        layers.Dense(50, activation="relu"), layers.Dense(2 * latent_dim),
+        layers.Dense(50, activation="relu"),
+        layers.Dense(2 * latent_dim, dtype=output_dtype()),
     ], name="encoder")
     decoder = keras.Sequential([
         keras.Input((latent_dim,)), layers.Dense(50, activation="relu"),
-        layers.Dense(100, activation="relu"), layers.Dense(dim),
+        layers.Dense(100, activation="relu"), layers.Dense(dim, dtype=output_dtype()),
     ], name="decoder")
     return encoder, decoder
 
@@ -41,7 +45,7 @@ def conv28(input_shape, latent_dim):
         layers.Conv2D(32, 3, 1, padding="valid", activation="relu"),
         layers.Flatten(),
         layers.Dense(256, activation="relu"), layers.Dense(256, activation="relu"),
-        layers.Dense(2 * latent_dim),
+        layers.Dense(2 * latent_dim, dtype=output_dtype()),
     ], name="encoder")
     decoder = keras.Sequential([
         keras.Input((latent_dim,)),
@@ -50,7 +54,7 @@ def conv28(input_shape, latent_dim):
         layers.Conv2DTranspose(32, 3, 1, padding="valid", activation="relu"),
         layers.Conv2DTranspose(32, 4, 2, padding="same", activation="relu"),
         layers.Conv2DTranspose(32, 3, 1, padding="valid", activation="relu"),
-        layers.Conv2DTranspose(channels, 4, 2, padding="same"),
+        layers.Conv2DTranspose(channels, 4, 2, padding="same", dtype=output_dtype()),
     ], name="decoder")
     return encoder, decoder
 
@@ -67,13 +71,13 @@ def conv32(input_shape, latent_dim):
             enc += [layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False),
                     layers.BatchNormalization(), layers.ReLU()]
     enc += [layers.Flatten(), layers.Dense(256, activation="relu"),
-            layers.Dense(2 * latent_dim)]
+            layers.Dense(2 * latent_dim, dtype=output_dtype())]
     dec = [keras.Input((latent_dim,)), layers.Dense(256, activation="relu"),
            layers.Dense(2 * 2 * 256, activation="relu"), layers.Reshape((2, 2, 256))]
     for filters in (256, 128, 64, 32):
         dec += [layers.Conv2D(filters, 3, 1, padding="same", activation="relu"),
                 layers.Conv2DTranspose(filters, 4, 2, padding="same", activation="relu")]
-    dec += [layers.Conv2D(channels, 3, 1, padding="same")]
+    dec += [layers.Conv2D(channels, 3, 1, padding="same", dtype=output_dtype())]
     return keras.Sequential(enc, name="encoder"), keras.Sequential(dec, name="decoder")
 
 
@@ -88,13 +92,13 @@ def conv64(input_shape, latent_dim):
     for filters in (32, 64, 128, 256, 256):
         enc += [layers.Conv2D(filters, 4, 2, padding="same", use_bias=False),
                 layers.BatchNormalization(), layers.LeakyReLU(0.2)]
-    enc += [layers.Flatten(), layers.Dense(2 * latent_dim)]
+    enc += [layers.Flatten(), layers.Dense(2 * latent_dim, dtype=output_dtype())]
     dec = [keras.Input((latent_dim,)), layers.Dense(2 * 2 * 256), layers.LeakyReLU(0.2),
            layers.Reshape((2, 2, 256))]
     for filters in (256, 256, 128, 64, 32):
         dec += [layers.UpSampling2D(2, interpolation="nearest"),
                 layers.Conv2D(filters, 3, 1, padding="same"), layers.LeakyReLU(0.2)]
-    dec += [layers.Conv2D(channels, 3, 1, padding="same")]
+    dec += [layers.Conv2D(channels, 3, 1, padding="same", dtype=output_dtype())]
     return keras.Sequential(enc, name="encoder"), keras.Sequential(dec, name="decoder")
 
 

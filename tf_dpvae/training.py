@@ -23,6 +23,7 @@ from tf_dpvae import callbacks as cbs
 from tf_dpvae import data as data_lib
 from tf_dpvae.config import ModelConfig
 from tf_dpvae.model import DpVAE
+from tf_dpvae.optimizers import Adam
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SAMPLES_FILENAME = "samples.png"
@@ -44,6 +45,7 @@ class TrainConfig:
     data_source: str = "auto"
     max_checkpoints: int = 3
     verbose: int = 1
+    steps_per_execution: int = 0      # 0: the largest divisor ≤ 100 of the periods
 
 
 def make_strategy(name):
@@ -83,19 +85,49 @@ def check_resume_compatible(model_dir, config):
                          "this one")
 
 
-def build_model(config, strategy=None):
+def build_model(config, strategy=None, steps_per_execution=1):
     """A compiled DpVAE with every variable created (ready to restore or train).
 
     The initial weights are seeded by ``config.seed`` (``keras.utils.set_random_seed``),
-    so two processes with the same config start from the same model.
+    so two processes with the same config start from the same model. The optimizer is
+    Adam with TF's fused update (:mod:`tf_dpvae.optimizers`).
     """
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = DpVAE(config)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.compile(optimizer=Adam(config.learning_rate),
+                      steps_per_execution=steps_per_execution)
         model.build_all()
     return model
+
+
+MAX_STEPS_PER_EXECUTION = 100
+
+
+def steps_per_execution(tc, start_step):
+    """K, the training steps ``model.fit`` runs per call into the graph.
+
+    Callbacks (NaN guard, checkpoints, summaries, stop-at-step) run once per K steps,
+    at global steps that are multiples of K, so K must divide every period they act on
+    (``summary_every``, ``sample_every``, ``checkpoint_every``, ``steps_per_epoch``),
+    ``train_steps`` and the step a run resumes from; ``tc.steps_per_execution`` = 0
+    picks the largest such K up to ``MAX_STEPS_PER_EXECUTION``. Between two callback
+    calls nothing leaves the graph: no host synchronisation per step.
+    """
+    periods = (tc.summary_every, tc.sample_every, tc.checkpoint_every, tc.steps_per_epoch,
+               tc.train_steps, start_step)
+    common = math.gcd(*periods)
+    if tc.steps_per_execution:
+        if common % tc.steps_per_execution:
+            raise ValueError(
+                f"--steps_per_execution={tc.steps_per_execution}: must divide "
+                "--summary_every, --sample_every, --checkpoint_every, --steps_per_epoch, "
+                f"--train_steps and the step resumed from ({start_step}); their greatest "
+                f"common divisor is {common}")
+        return tc.steps_per_execution
+    return max(k for k in range(1, min(common, MAX_STEPS_PER_EXECUTION) + 1)
+               if common % k == 0)
 
 
 def make_checkpoint(model):
@@ -145,6 +177,9 @@ def train(model_config, train_config):
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logging.info("resumed from %s", manager.latest_checkpoint)
     start_step = cbs.global_step(model)
+    if tc.strategy != "multi_worker":
+        # Set before fit() makes its train function (compile would reset the optimizer).
+        model.steps_per_execution = steps_per_execution(tc, start_step)
     if chief:
         print(f"tf_dpvae: {config.regularizer} / {config.prior} prior on {dataset.name} "
               f"({dataset.num_train} training examples, {dataset.source}); "
@@ -189,7 +224,8 @@ def train(model_config, train_config):
     if guard.bad_step is not None:
         last = manager.latest_checkpoint or "none"
         raise cbs.TrainingDivergedError(
-            f"training diverged at step {guard.bad_step} ({guard.bad_logs}); "
+            f"training diverged at step {guard.bad_step} ({guard.bad_logs}; the loss "
+            f"is checked every {model.steps_per_execution} steps); "
             f"training stopped. The last good checkpoint is "
             f"kept: {last}. Lower --learning_rate or check the data.")
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):

@@ -1,28 +1,35 @@
-"""Training-step throughput of every regularizer × prior on the 28×28 (MNIST) model.
+"""Training speed: the bare step and the real ``trainers.fit`` path, per regularizer ×
+prior × precision, at one thread and at two.
 
-    python -m trainers.benchmark                      # all 12 configurations
-    python -m trainers.benchmark --jit_compile        # the same under XLA
-    python -m trainers.benchmark --regularizers=vae --priors=normal,decoupled --steps=100
-    python -m trainers.benchmark --fit                # model.fit instead of a bare step
+    python -m trainers.benchmark                       # MNIST model (conv28, batch 100)
+    python -m trainers.benchmark --dataset=moons --precisions=float32
+    python -m trainers.benchmark --baseline_rev=ef95237   # also time that revision's fit
+    python -m trainers.benchmark --regularizers=vae --priors=normal --modes=bare --threads=2
 
-Each configuration is built with :func:`tf_dpvae.training.build_model` and trained on
-one fixed in-memory batch of 100 binarized random images, so the numbers measure the
-model's step and nothing of the input pipeline. ``model.train_step`` is wrapped in
-``tf.function`` (``--jit_compile`` passes ``jit_compile=True``), traced and warmed up,
-then ``--steps`` steps are timed, synchronising once at the end on the loss. The
-measurements are interleaved: each of ``--repeats`` rounds times every configuration
-once, a standard-normal configuration right next to its decoupled twin (groups rotated,
-twins alternating), and the median steps/s over rounds is reported, so machine noise
-hits both twins alike. The process CPU time per step is recorded too: when other
-processes load the machine, steps/s drop and scatter while CPU ms/step stay steady.
+Two measurements per configuration, each in its own process per thread count
+(``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS``; TensorFlow fixes them at start):
 
-``--fit`` times ``model.fit`` (one epoch of ``--steps`` steps over a repeated
-``tf.data`` dataset of the same batch) instead, to show the Keras loop's overhead.
+* **bare**: ``tf.function(model.train_step)`` on one fixed in-memory batch of the
+  dataset's shape, traced and warmed up, then ``--rounds`` × ``--steps`` steps; the
+  configurations of one process are interleaved (twins back to back, order rotated),
+  so load from other processes hits them alike.
+* **fit**: ``python -m trainers.fit`` itself — flagfile, real data pipeline, callbacks
+  (checkpoints, TensorBoard scalars and sample images, NaN guard), ``model.fit`` — for
+  ``--warmup_steps`` + ``--rounds`` × ``--steps`` steps, timed between training
+  callbacks by a callback added to ``model.fit`` (after the warm-up, so tracing is
+  excluded; validation runs after the last timed step). ``--baseline_rev`` runs the
+  same command from a ``git worktree`` of that revision (float32 only), next to the
+  current code's float32 run.
 
-The targets checked at the end: every decoupled configuration runs at ≥ 0.8× its
-standard-normal twin (the paired ratio: median over rounds of the ratio of the twins
-timed back to back), and the plain VAE (standard normal prior) at ≥ 40 steps/s. They
-are printed as PASS/FAIL; the exit status does not depend on them.
+Reported per configuration and thread count: steps/s and process CPU ms per step
+(medians over rounds); at one thread CPU ms/step is the machine-independent cost, at
+two threads steps/s is what a user gets. The machine's peak matmul rate (fp32 and
+bfloat16, ``PEAK_N``² matmuls) is measured in every bare process, and the floating
+point operations of one step (TensorFlow's profiler on the traced step; it counts the
+inserted zeros of strided transposed convolutions) give the achieved fraction of the
+fp32 peak. The JSON (``--output_json``) holds every sample; the Markdown table is
+written next to it and printed, with the targets of issue 13 as PASS/FAIL lines (the
+exit status does not depend on them).
 """
 
 import os
@@ -31,288 +38,531 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from tf_dpvae import objectives  # noqa: E402
+from tf_dpvae import objectives, precision  # noqa: E402
 from tf_dpvae.priors import DECOUPLED, STANDARD  # noqa: E402
+from trainers import data_flags  # noqa: E402
 
 REGULARIZERS = objectives.REGULARIZERS
-PRIORS = (STANDARD, DECOUPLED)   # the pair it compares (tf_dpvae/priors.py)
-BATCH_SIZE = 100
-IMAGE_SHAPE = (28, 28, 1)
-RATIO_TARGET = 0.8          # decoupled steps/s ≥ 0.8 × standard-normal steps/s
-VAE_TARGET = 40.0           # plain VAE (standard normal prior) steps/s
-BASELINE = "vae"   # the configuration VAE_TARGET is about: the plain VAE, standard prior
+PRIORS = (STANDARD, DECOUPLED)
+MODES = ("bare", "fit")
+PEAK_N = 1024
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Targets (issue 13): fit vs the bare step, the recommended precision's fit vs the
+# baseline revision's, decoupled vs standard on two moons, FactorVAE vs the VAE.
+FIT_TARGET = 0.95
+BASELINE_TARGET = 1.35
+MOONS_TARGET = 0.5
+FACTOR_TARGET = 0.7
+# The configurations those targets name (issue 13): FactorVAE against the plain VAE,
+# and the small model of two moons.
+FACTOR, PLAIN = "factor", "vae"
+SMALL_DATASET = "moons"
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
     """Defined on demand, so importing this module (tests) never clashes with the flags
-    of other entry points (``trainers.common`` also defines ``latent_dim``, ``seed``)."""
-    flags.DEFINE_list("regularizers", list(REGULARIZERS),
-                      f"Regularizers to time (subset of {', '.join(REGULARIZERS)}).")
-    flags.DEFINE_list("priors", list(PRIORS), "Priors to time (normal, decoupled).")
-    flags.DEFINE_integer("latent_dim", 2, "Latent size L.", lower_bound=1)
-    flags.DEFINE_integer("steps", 200, "Timed steps per measurement.", lower_bound=1)
-    flags.DEFINE_integer("warmup_steps", 5, "Untimed steps after tracing.", lower_bound=0)
-    flags.DEFINE_integer("repeats", 3, "Rounds; each times every configuration once.",
+    of other entry points."""
+    data_flags.define(dataset_default="mnist", dataset_help="Whose model, flagfile "
+                      "(trainers/configs/<dataset>/base.flags) and data to time.")
+    flags.DEFINE_list("regularizers", ["vae", "factor"],
+                      f"Regularizers to time (of {', '.join(REGULARIZERS)}).")
+    flags.DEFINE_list("priors", list(PRIORS), "Priors to time.")
+    flags.DEFINE_list("precisions", list(precision.PRECISIONS), "Precisions to time.")
+    flags.DEFINE_list("modes", list(MODES), "bare (train_step) and/or fit (trainers.fit).")
+    flags.DEFINE_list("threads", ["1", "2"], "Thread counts (intra- and inter-op), one "
+                      "process each.")
+    flags.DEFINE_integer("steps", 200, "Timed steps per round.", lower_bound=1)
+    flags.DEFINE_integer("rounds", 5, "Rounds per measurement (medians are reported).",
                          lower_bound=1)
-    flags.DEFINE_boolean("jit_compile", False, "tf.function(jit_compile=True) (XLA).")
-    flags.DEFINE_boolean("fit", False, "Time model.fit over a repeated tf.data dataset "
-                         "instead of a tf.function-wrapped train_step.")
-    flags.DEFINE_integer("intra_op_threads", 0, "tf.config.threading intra-op threads "
-                         "(0: TensorFlow's default).", lower_bound=0)
-    flags.DEFINE_integer("inter_op_threads", 0, "tf.config.threading inter-op threads "
-                         "(0: TensorFlow's default).", lower_bound=0)
-    flags.DEFINE_integer("seed", 0, "Seed of the random batch.")
-    flags.DEFINE_string("output_json", None, "Write the results (settings, every sample, "
-                        "medians, targets) to this file.")
+    flags.DEFINE_integer("warmup_steps", 100, "Untimed steps after tracing (fit: a "
+                         "multiple of 100 keeps the callbacks' periods).", lower_bound=1)
+    flags.DEFINE_string("baseline_rev", None, "Git revision whose trainers.fit is timed "
+                        "next to the current one (float32 configurations).")
+    flags.DEFINE_string("output_json", None, "Where the results go (default "
+                        "runs/benchmark/<dataset>.json); the table goes next to it (.md).")
+    flags.DEFINE_string("worker", None, "Internal: run the bare measurements of this "
+                        "process and write them to this JSON file.")
 
 
-def make_config(regularizer, prior, latent_dim=2):
-    """The 28×28 MNIST model configuration that is timed."""
-    from tf_dpvae.config import ModelConfig
-    return ModelConfig(dataset="mnist", input_shape=IMAGE_SHAPE, architecture="conv28",
-                       likelihood="bernoulli", latent_dim=latent_dim,
-                       batch_size=BATCH_SIZE, num_train=60000,
-                       regularizer=regularizer, prior=prior)
+# ------------------------------------------------------------------ configurations
+def make_config(dataset, regularizer, prior, precision_name, seed=0):
+    """The timed ModelConfig: the dataset's flagfile model (DESIGN §4 defaults)."""
+    from tf_dpvae.config import ModelConfig, dataset_defaults
+    from tf_dpvae import datasets
+    spec = datasets.get(dataset)
+    values = dataset_defaults(dataset)
+    values.update(dataset=dataset, input_shape=spec.element_shape, num_train=60000,
+                  regularizer=regularizer, prior=prior, precision=precision_name,
+                  seed=seed)
+    return ModelConfig(**values)
 
 
-def make_batch(seed=0):
-    """A fixed batch of 100 binarized random 28×28×1 images (float32 in {0, 1})."""
+def make_batch(config, seed=0):
+    """One fixed batch of the dataset's shape: binarized noise images or 2-D points."""
     import numpy as np
     import tensorflow as tf
     rng = np.random.default_rng(seed)
-    return tf.constant((rng.random((BATCH_SIZE,) + IMAGE_SHAPE) < 0.5).astype("float32"))
+    shape = (config.batch_size,) + tuple(config.input_shape)
+    if config.is_points:
+        return tf.constant(rng.normal(size=shape).astype("float32"))
+    return tf.constant((rng.random(shape) < 0.5).astype("float32"))
 
 
-class _Runner:
-    """One built model and a callable that runs ``steps`` training steps and syncs."""
-
-    def __init__(self, regularizer, prior, batch, latent_dim, jit_compile, use_fit):
-        import tensorflow as tf
-        from tf_dpvae.training import build_model
-        self.name = (regularizer, prior)
-        self.model = build_model(make_config(regularizer, prior, latent_dim))
-        self.use_fit = use_fit
-        if use_fit:
-            # model.fit's own tf.function; build_model compiled with jit_compile="auto"
-            # (False on CPU, True on a GPU): pin it to the flag.
-            self.model.jit_compile = jit_compile
-            self.dataset = tf.data.Dataset.from_tensors(batch).repeat()
-        else:
-            self.batch = batch
-            self.step = tf.function(self.model.train_step, jit_compile=jit_compile)
-
-    def run(self, steps):
-        """Run ``steps`` steps; return the last loss (a Python float, which syncs)."""
-        if self.use_fit:
-            history = self.model.fit(self.dataset, steps_per_epoch=steps, epochs=1,
-                                     shuffle=False, verbose=0)
-            return float(history.history["loss"][-1])
-        terms = None
-        for _ in range(steps):
-            terms = self.step(self.batch)
-        return float(terms["loss"].numpy())
+def configurations(regularizers, priors, precisions):
+    """(regularizer, prior, precision) in measuring order: twins (same regularizer and
+    precision, both priors) next to each other."""
+    return [(r, p, q) for r in regularizers for q in precisions for p in priors]
 
 
-def time_configs(regularizers=REGULARIZERS, priors=PRIORS, steps=200, repeats=3,
-                 warmup_steps=5, latent_dim=2, jit_compile=False, use_fit=False, seed=0,
-                 log=print):
-    """Median training steps/s of every (regularizer, prior), measured interleaved.
-
-    Returns a dict: ``settings``; ``results``, a list of one dict per configuration
-    with ``regularizer``, ``prior``, ``steps_per_second`` (median over rounds),
-    ``samples`` (steps/s of each round), ``trace_seconds`` (first call, tracing
-    included), ``cpu_ms_per_step`` (median process CPU time per step, all threads:
-    less sensitive than steps/s to other processes competing for the CPU), ``loss``
-    (last loss, finite unless the step is broken) and, for a
-    decoupled configuration timed with its standard-normal twin, ``paired_ratio``
-    (median over rounds of decoupled/normal steps/s measured back to back).
-    """
-    unknown = sorted(set(regularizers) - set(REGULARIZERS))
-    if unknown:
-        raise ValueError(f"--regularizers: unknown {unknown}; expected {REGULARIZERS}")
-    unknown = sorted(set(priors) - set(PRIORS))
-    if unknown:
-        raise ValueError(f"--priors: unknown {unknown}; expected {PRIORS}")
-    load_at_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    batch = make_batch(seed)
-    runners = []
-    for regularizer in regularizers:
-        for prior in priors:
-            runner = _Runner(regularizer, prior, batch, latent_dim, jit_compile, use_fit)
-            started = time.perf_counter()
-            runner.run(1)                          # trace (and compile under XLA)
-            runner.trace_seconds = time.perf_counter() - started
-            if warmup_steps:
-                runner.run(warmup_steps)
-            runner.samples, runner.cpu_ms, runner.loss = [], [], float("nan")
-            log(f"built {regularizer:8s} {prior:9s} trace+first step "
-                f"{runner.trace_seconds:6.2f} s")
-            runners.append(runner)
-    # Twins (one regularizer, both priors) run back to back, so a burst of load from
-    # other processes hits both alike; the twins alternate which goes first, and the
-    # groups rotate, so no configuration always runs first or last in a round.
-    groups = [[r for r in runners if r.name[0] == regularizer] for regularizer in regularizers]
-    for round_index in range(repeats):
-        shift = round_index % len(groups)
-        for group in groups[shift:] + groups[:shift]:
-            for runner in (group if round_index % 2 == 0 else group[::-1]):
-                started, cpu_started = time.perf_counter(), time.process_time()
-                runner.loss = runner.run(steps)
-                elapsed = time.perf_counter() - started
-                cpu_ms = (time.process_time() - cpu_started) / steps * 1e3
-                runner.samples.append(steps / elapsed)
-                runner.cpu_ms.append(cpu_ms)
-                log(f"round {round_index + 1}/{repeats} {runner.name[0]:8s} "
-                    f"{runner.name[1]:9s} {steps / elapsed:8.2f} steps/s "
-                    f"({elapsed:6.2f} s, CPU {cpu_ms:6.1f} ms/step, "
-                    f"loss {runner.loss:.2f})")
-    results = []
-    for r in runners:
-        result = {"regularizer": r.name[0], "prior": r.name[1],
-                  "steps_per_second": statistics.median(r.samples), "samples": r.samples,
-                  "cpu_ms_per_step": statistics.median(r.cpu_ms),
-                  "trace_seconds": r.trace_seconds, "loss": r.loss}
-        twin = [t for t in runners if t.name == (r.name[0], STANDARD)]
-        if r.name[1] == DECOUPLED and twin:
-            # Median over rounds of the ratio to the twin measured next to it.
-            result["paired_ratio"] = statistics.median(
-                d / n for d, n in zip(r.samples, twin[0].samples))
-        results.append(result)
-    report_settings = settings(steps, repeats, warmup_steps, latent_dim, jit_compile, use_fit)
-    report_settings["load_average_1min_start"] = load_at_start
-    return {"settings": report_settings, "results": results}
-
-
-def settings(steps, repeats, warmup_steps, latent_dim, jit_compile, use_fit):
-    import keras
+# ------------------------------------------------------------------ bare (in-process)
+def peak_gflops(dtype, n=PEAK_N, reps=20):
+    """Matmul GFLOP/s of an n×n×n product in ``dtype`` (best of 3 timings)."""
     import tensorflow as tf
+    a = tf.random.normal([n, n], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+
+    @tf.function
+    def loop(x):
+        for _ in range(reps):
+            x = tf.matmul(x, a) * tf.cast(1.0 / n, dtype)
+        return x
+    loop(a).numpy()
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        loop(a).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * n ** 3 * reps / best / 1e9
+
+
+def step_flops(step, batch):
+    """Floating-point operations of one traced training step (TF's profiler)."""
+    import tensorflow as tf
+    graph = step.get_concrete_function(batch).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+
+
+def time_bare(dataset, configs, steps, rounds, warmup_steps, seed=0, log=print):
+    """Bare-step samples of every configuration in this process, interleaved.
+
+    Returns {"peak_gflops": {"float32", "bfloat16"}, "results": [one dict per
+    configuration with regularizer, prior, precision, samples (steps/s per round),
+    cpu_ms (per round), flops_per_step, trace_seconds, loss]}.
+    """
+    import tensorflow as tf
+    from tf_dpvae.training import build_model
+    runners = []
+    for regularizer, prior, precision_name in configs:
+        config = make_config(dataset, regularizer, prior, precision_name, seed)
+        model = build_model(config)
+        batch = make_batch(config, seed)
+        step = tf.function(model.train_step)
+        started = time.perf_counter()
+        step(batch)["loss"].numpy()
+        runner = {"regularizer": regularizer, "prior": prior, "precision": precision_name,
+                  "trace_seconds": time.perf_counter() - started,
+                  "flops_per_step": step_flops(step, batch),
+                  "samples": [], "cpu_ms": [], "step": step, "batch": batch}
+        for _ in range(warmup_steps):
+            step(batch)
+        log(f"built {regularizer} / {prior} / {precision_name}: trace "
+            f"{runner['trace_seconds']:.1f} s, {runner['flops_per_step'] / 1e9:.2f} "
+            "GFLOP/step")
+        runners.append(runner)
+    peaks = {"float32": peak_gflops(tf.float32), "bfloat16": peak_gflops(tf.bfloat16)}
+    log(f"peak matmul GFLOP/s: fp32 {peaks['float32']:.0f}, bf16 {peaks['bfloat16']:.0f}")
+    for round_index in range(rounds):
+        shift = (2 * round_index) % len(runners)
+        order = runners[shift:] + runners[:shift]
+        for runner in (order if round_index % 2 == 0 else order[::-1]):
+            step, batch = runner["step"], runner["batch"]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                terms = step(batch)
+            runner["loss"] = float(terms["loss"].numpy())
+            elapsed = time.perf_counter() - started
+            runner["samples"].append(steps / elapsed)
+            runner["cpu_ms"].append((time.process_time() - cpu_started) / steps * 1e3)
+            log(f"bare round {round_index + 1}/{rounds} {runner['regularizer']} / "
+                f"{runner['prior']} / {runner['precision']}: {steps / elapsed:.1f} steps/s")
+    results = [{k: v for k, v in r.items() if k not in ("step", "batch")} for r in runners]
+    return {"peak_gflops": peaks, "results": results}
+
+
+# ------------------------------------------------------------------ fit (subprocess)
+# Runs `python -m trainers.fit` of the checkout in the working directory, with a callback
+# added to every model.fit that records (global step, wall time, process CPU time) at each
+# training callback call; written as JSON to $TF_DPVAE_BENCH_OUT at exit.
+_FIT_RUNNER = r"""
+import json, os, sys, time
+sys.path.insert(0, os.getcwd())
+import keras
+points = []
+class _Timer(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        points.append((int(self.model.optimizer.iterations.numpy()), time.perf_counter(),
+                       time.process_time()))
+_fit = keras.Model.fit
+def fit(self, *args, callbacks=None, **kwargs):
+    return _fit(self, *args, callbacks=list(callbacks or []) + [_Timer()], **kwargs)
+keras.Model.fit = fit
+from absl import app
+from trainers import fit as entry
+try:
+    app.run(entry.main, argv=["trainers.fit"] + sys.argv[1:])
+finally:
+    with open(os.environ["TF_DPVAE_BENCH_OUT"], "w") as f:
+        json.dump(points, f)
+"""
+
+
+def flagfile(dataset, checkout=ROOT):
+    from tf_dpvae import datasets
+    return os.path.join(checkout, "trainers", "configs", datasets.get(dataset).config_dir,
+                        "base.flags")
+
+
+def thread_env(threads):
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads),
+               TF_NUM_INTEROP_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def fit_windows(points, warmup_steps, steps, rounds):
+    """(steps/s, CPU ms/step) of each timed round from the timer's (step, wall, cpu)
+    points: round r spans steps warmup + (r−1)·steps .. warmup + r·steps."""
+    by_step = {}
+    for step, wall, cpu in points:
+        by_step.setdefault(step, (wall, cpu))
+    rates, cpu_ms = [], []
+    for r in range(rounds):
+        start, end = warmup_steps + r * steps, warmup_steps + (r + 1) * steps
+        if start not in by_step or end not in by_step:
+            raise RuntimeError(f"fit timer has no callback at step {start} or {end}; "
+                               "--steps and --warmup_steps must be multiples of the "
+                               "trainer's steps per execution")
+        (w0, c0), (w1, c1) = by_step[start], by_step[end]
+        rates.append(steps / (w1 - w0))
+        cpu_ms.append((c1 - c0) / steps * 1e3)
+    return rates, cpu_ms
+
+
+def time_fit(checkout, dataset, regularizer, prior, precision_name, threads, steps,
+             rounds, warmup_steps, data_source="auto", data_dir=None):
+    """One ``trainers.fit`` run of ``checkout``: ({samples, cpu_ms}, seconds)."""
+    total = warmup_steps + rounds * steps
+    with tempfile.TemporaryDirectory(prefix="tf_dpvae_bench_") as tmp:
+        out = os.path.join(tmp, "points.json")
+        args = [f"--flagfile={flagfile(dataset, checkout)}",
+                f"--regularizer={regularizer}", f"--prior={prior}",
+                f"--model_dir={os.path.join(tmp, 'run')}", f"--train_steps={total}",
+                f"--steps_per_epoch={total}", "--progress=none",
+                f"--data_source={data_source}", "--summary_every=100",
+                "--checkpoint_every=1000", "--sample_every=1000"]
+        if precision_name != "float32":
+            args.append(f"--precision={precision_name}")
+        if data_dir:
+            args.append(f"--data_dir={os.path.abspath(data_dir)}")
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _FIT_RUNNER] + args, cwd=checkout,
+                              env=dict(thread_env(threads), TF_DPVAE_BENCH_OUT=out),
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise RuntimeError(f"trainers.fit in {checkout} failed ({proc.returncode}): "
+                               f"{proc.stderr.strip().splitlines()[-3:]}")
+        with open(out) as f:
+            points = json.load(f)
+    rates, cpu_ms = fit_windows(points, warmup_steps, steps, rounds)
+    return {"samples": rates, "cpu_ms": cpu_ms}, seconds
+
+
+def baseline_checkout(rev, parent):
+    """A ``git worktree`` of ``rev`` under ``parent`` (removed by the caller)."""
+    path = os.path.join(parent, f"baseline-{rev}")
+    subprocess.run(["git", "worktree", "add", "--detach", path, rev], cwd=ROOT, check=True,
+                   capture_output=True)
+    return path
+
+
+# ------------------------------------------------------------------ orchestration
+def run_bare_worker(dataset, configs, threads, steps, rounds, warmup_steps, log):
+    with tempfile.TemporaryDirectory(prefix="tf_dpvae_bench_") as tmp:
+        out = os.path.join(tmp, "bare.json")
+        spec = ";".join(",".join(c) for c in configs)
+        cmd = [sys.executable, "-m", "trainers.benchmark", f"--worker={out}",
+               f"--dataset={dataset}", f"--steps={steps}", f"--rounds={rounds}",
+               f"--warmup_steps={warmup_steps}", f"--worker_configs={spec}"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=thread_env(threads),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if line.startswith("bare ") or line.startswith("built ") or "peak" in line:
+                log(f"[{threads} thread(s)] {line.rstrip()}")
+        if proc.wait() != 0 or not os.path.exists(out):
+            raise RuntimeError(f"bare benchmark worker failed ({proc.returncode})")
+        with open(out) as f:
+            return json.load(f)
+
+
+def summarize(samples, cpu_ms):
+    return {"steps_per_second": statistics.median(samples), "samples": samples,
+            "cpu_ms_per_step": statistics.median(cpu_ms), "cpu_ms": cpu_ms}
+
+
+def benchmark(dataset, regularizers, priors, precisions, modes, threads, steps, rounds,
+              warmup_steps, baseline_rev=None, data_source="auto", data_dir=None,
+              log=print):
+    """Every measurement; returns the report dict (settings, peaks, rows)."""
+    configs = configurations(regularizers, priors, precisions)
+    rows = {}
+
+    def row(regularizer, prior, precision_name, code):
+        key = (regularizer, prior, precision_name, code)
+        return rows.setdefault(key, {"regularizer": regularizer, "prior": prior,
+                                     "precision": precision_name, "code": code})
+    peaks = {}
+    parent = tempfile.mkdtemp(prefix="tf_dpvae_bench_")
+    checkouts = {"current": ROOT}
+    try:
+        if baseline_rev and "fit" in modes:
+            checkouts[baseline_rev] = baseline_checkout(baseline_rev, parent)
+        for n in threads:
+            if "bare" in modes:
+                report = run_bare_worker(dataset, configs, n, steps, rounds,
+                                         warmup_steps, log)
+                peaks[n] = report["peak_gflops"]
+                for r in report["results"]:
+                    entry = row(r["regularizer"], r["prior"], r["precision"], "current")
+                    entry[f"bare_{n}"] = summarize(r["samples"], r["cpu_ms"])
+                    entry["flops_per_step"] = r["flops_per_step"]
+                    entry[f"trace_seconds_{n}"] = r["trace_seconds"]
+            if "fit" in modes:
+                runs = []
+                for c in configs:
+                    runs.append(c + ("current",))
+                    if baseline_rev and c[2] == "float32":
+                        runs.append(c + (baseline_rev,))
+                for index, (regularizer, prior, precision_name, code) in enumerate(runs):
+                    measured, seconds = time_fit(
+                        checkouts[code], dataset, regularizer, prior, precision_name, n,
+                        steps, rounds, warmup_steps, data_source, data_dir)
+                    row(regularizer, prior, precision_name, code)[f"fit_{n}"] = summarize(
+                        measured["samples"], measured["cpu_ms"])
+                    log(f"[{n} thread(s)] fit {index + 1}/{len(runs)} {regularizer} / "
+                        f"{prior} / {precision_name} / {code}: "
+                        f"{statistics.median(measured['samples']):.1f} steps/s "
+                        f"({seconds:.0f} s)")
+    finally:
+        for path in checkouts.values():
+            if path != ROOT:
+                subprocess.run(["git", "worktree", "remove", "--force", path], cwd=ROOT,
+                               capture_output=True)
+        subprocess.run(["rm", "-rf", parent])
+    import tensorflow as tf
+    import keras
     return {
-        "mode": "fit" if use_fit else "train_step",
-        "steps": steps, "repeats": repeats, "warmup_steps": warmup_steps,
-        "latent_dim": latent_dim, "batch_size": BATCH_SIZE, "jit_compile": jit_compile,
-        "tensorflow": tf.__version__, "keras": keras.__version__,
-        "cpu_count": os.cpu_count(),
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-        # Other processes compete for the CPU: when this is near the CPU count, steps/s
-        # are low and noisy; compare CPU ms/step instead.
-        "load_average_1min": (round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
-                              else None),
-        "load_average_1min_start": None,
+        "settings": {"dataset": dataset, "steps": steps, "rounds": rounds,
+                     "warmup_steps": warmup_steps, "threads": threads,
+                     "baseline_rev": baseline_rev, "data_source": data_source,
+                     "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "cpu_count": os.cpu_count(), "revision": _revision(),
+                     "load_average_1min_end": round(os.getloadavg()[0], 2)},
+        "peak_gflops": peaks,
+        "rows": list(rows.values()),
     }
 
 
-def check_targets(results):
-    """The targets as a list of (name, passed, detail).
-
-    The decoupled/normal ratio is the paired one (median over rounds of the ratio of
-    twins timed back to back), which load from other processes disturbs least; the
-    ratio of the medians is shown beside it.
-    """
-    by_name = {(r["regularizer"], r["prior"]): r for r in results}
-    checks = []
-    for (regularizer, prior), result in by_name.items():
-        if prior != DECOUPLED or (regularizer, STANDARD) not in by_name:
-            continue
-        normal = by_name[(regularizer, STANDARD)]["steps_per_second"]
-        of_medians = result["steps_per_second"] / normal
-        ratio = result.get("paired_ratio", of_medians)
-        cpu = by_name[(regularizer, STANDARD)].get("cpu_ms_per_step")
-        cpu_d = result.get("cpu_ms_per_step")
-        cpu_text = f", CPU-time ratio {cpu / cpu_d:.2f}" if cpu and cpu_d else ""
-        checks.append((f"{regularizer} decoupled/normal >= {RATIO_TARGET}",
-                       ratio >= RATIO_TARGET,
-                       f"{ratio:.2f} paired ({of_medians:.2f} ratio of medians{cpu_text})"))
-    if (BASELINE, STANDARD) in by_name:
-        rate = by_name[(BASELINE, STANDARD)]["steps_per_second"]
-        checks.append((f"vae normal >= {VAE_TARGET:g} steps/s", rate >= VAE_TARGET,
-                       f"{rate:.1f} steps/s"))
-    return checks
+def _revision():
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return proc.stdout.strip() + ("+changes" if dirty else "")
 
 
-def format_table(results):
-    """One row per regularizer: steps/s of both priors, the decoupled/normal ratio of the
-    medians and the paired one, and the CPU time per step of both with the speed ratio
-    it implies (normal CPU ms / decoupled CPU ms)."""
-    by_name = {(r["regularizer"], r["prior"]): r for r in results}
-    order = list(dict.fromkeys(r["regularizer"] for r in results))
-    header = (f"{'regularizer':11s} | {'normal steps/s':>14s} | {'decoupled steps/s':>17s} | "
-              f"{'ratio dec/norm':>14s} | {'paired ratio':>12s} | {'CPU ms/step n / d':>17s} | "
-              f"{'CPU ratio':>9s}")
-    lines = [header, "|".join("-" * len(part) for part in header.split("|"))]
+# ------------------------------------------------------------------ report
+def _get(row, key, field):
+    return (row.get(key) or {}).get(field)
 
-    def cell(value, width, fmt="{:.1f}"):
-        return f"{fmt.format(value) if value is not None else '-':>{width}s}"
-    for regularizer in order:
-        normal = by_name.get((regularizer, STANDARD), {})
-        decoupled = by_name.get((regularizer, DECOUPLED), {})
-        rate_n, rate_d = normal.get("steps_per_second"), decoupled.get("steps_per_second")
-        cpu_n, cpu_d = normal.get("cpu_ms_per_step"), decoupled.get("cpu_ms_per_step")
-        ratio = rate_d / rate_n if rate_n and rate_d else None
-        cpu_ratio = cpu_n / cpu_d if cpu_n and cpu_d else None
-        cpu = f"{cell(cpu_n, 7)} / {cell(cpu_d, 7)}"
-        lines.append(f"{regularizer:11s} | {cell(rate_n, 14)} | {cell(rate_d, 17)} | "
-                     f"{cell(ratio, 14, '{:.2f}')} | "
-                     f"{cell(decoupled.get('paired_ratio'), 12, '{:.2f}')} | {cpu:>17s} | "
-                     f"{cell(cpu_ratio, 9, '{:.2f}')}")
+
+def format_table(report):
+    """Markdown: one row per configuration (and baseline), every measurement."""
+    threads = report["settings"]["threads"]
+    peaks = report["peak_gflops"]
+    head = ["regularizer", "prior", "precision", "code"]
+    for n in threads:
+        head += [f"bare CPU ms ({n}t)", f"fit CPU ms ({n}t)", f"bare steps/s ({n}t)",
+                 f"fit steps/s ({n}t)", f"fit/bare ({n}t)"]
+    head += ["GFLOP/step", "% fp32 peak (fit, max t)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(value, spec="{:.1f}"):
+        return "–" if value is None else spec.format(value)
+    for r in report["rows"]:
+        cells = [r["regularizer"], r["prior"], r["precision"], r["code"]]
+        for n in threads:
+            bare, fit = _get(r, f"bare_{n}", "steps_per_second"), _get(
+                r, f"fit_{n}", "steps_per_second")
+            cells += [fmt(_get(r, f"bare_{n}", "cpu_ms_per_step")),
+                      fmt(_get(r, f"fit_{n}", "cpu_ms_per_step")), fmt(bare), fmt(fit),
+                      fmt(fit / bare if bare and fit else None, "{:.2f}")]
+        flops = r.get("flops_per_step")
+        top = threads[-1]
+        fit_rate = _get(r, f"fit_{top}", "steps_per_second")
+        peak = (peaks.get(top) or {}).get("float32")
+        cells += [fmt(flops / 1e9 if flops else None, "{:.2f}"),
+                  fmt(100 * flops * fit_rate / 1e9 / peak
+                      if flops and fit_rate and peak else None, "{:.0f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    peak_text = "; ".join(f"{n} thread(s): fp32 {p['float32']:.0f}, bf16 {p['bfloat16']:.0f}"
+                          for n, p in peaks.items())
+    if peak_text:
+        lines.append("")
+        lines.append(f"Peak matmul GFLOP/s ({PEAK_N}² products) — {peak_text}.")
     return "\n".join(lines)
 
 
-def run():
+def check_targets(report, recommended=None):
+    """[(target, passed, detail)] of issue 13's targets that the report can decide."""
+    rows = report["rows"]
+    top = report["settings"]["threads"][-1]
+    checks = []
+
+    def rate(r, mode, n=top):
+        return _get(r, f"{mode}_{n}", "steps_per_second")
+
+    def find(regularizer, prior, precision_name, code="current"):
+        for r in rows:
+            if (r["regularizer"], r["prior"], r["precision"], r["code"]) == (
+                    regularizer, prior, precision_name, code):
+                return r
+        return None
+    for r in rows:
+        if r["code"] == "current" and rate(r, "bare") and rate(r, "fit"):
+            ratio = rate(r, "fit") / rate(r, "bare")
+            checks.append((f"fit >= {FIT_TARGET} x bare: {r['regularizer']} / {r['prior']} / "
+                           f"{r['precision']} ({top} threads)", ratio >= FIT_TARGET,
+                           f"{ratio:.2f}"))
+    baseline = report["settings"].get("baseline_rev")
+    if baseline:
+        best = recommended or "float32"
+        for r in rows:
+            if r["code"] != baseline or not rate(r, "fit"):
+                continue
+            mine = find(r["regularizer"], r["prior"], best)
+            if mine and rate(mine, "fit"):
+                ratio = rate(mine, "fit") / rate(r, "fit")
+                checks.append((f"fit {best} >= {BASELINE_TARGET} x {baseline}'s fit: "
+                               f"{r['regularizer']} / {r['prior']}", ratio >= BASELINE_TARGET,
+                               f"{ratio:.2f} ({rate(mine, 'fit'):.1f} vs "
+                               f"{rate(r, 'fit'):.1f} steps/s)"))
+    for r in rows:
+        if r["code"] != "current":
+            continue
+        if report["settings"]["dataset"] == SMALL_DATASET and r["prior"] == DECOUPLED:
+            twin = find(r["regularizer"], STANDARD, r["precision"])
+            for mode in ("fit", "bare"):
+                if twin and rate(r, mode) and rate(twin, mode):
+                    ratio = rate(r, mode) / rate(twin, mode)
+                    checks.append((f"moons decoupled >= {MOONS_TARGET} x standard ({mode}): "
+                                   f"{r['regularizer']} / {r['precision']}",
+                                   ratio >= MOONS_TARGET, f"{ratio:.2f}"))
+        if r["regularizer"] == FACTOR:
+            vae = find(PLAIN, r["prior"], r["precision"])
+            for mode in ("fit", "bare"):
+                if vae and rate(r, mode) and rate(vae, mode):
+                    ratio = rate(r, mode) / rate(vae, mode)
+                    checks.append((f"factor >= {FACTOR_TARGET} x vae ({mode}): {r['prior']} / "
+                                   f"{r['precision']}", ratio >= FACTOR_TARGET,
+                                   f"{ratio:.2f}"))
+    return checks
+
+
+# ------------------------------------------------------------------ entry points
+def worker_main():
     import tensorflow as tf
-    if FLAGS.intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
-    if FLAGS.inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
-    report = time_configs(FLAGS.regularizers, FLAGS.priors, steps=FLAGS.steps,
-                          repeats=FLAGS.repeats, warmup_steps=FLAGS.warmup_steps,
-                          latent_dim=FLAGS.latent_dim, jit_compile=FLAGS.jit_compile,
-                          use_fit=FLAGS.fit, seed=FLAGS.seed,
-                          log=lambda line: print(line, flush=True))
-    s = report["settings"]
-    print(f"\n{s['mode']} steps/s, median of {s['repeats']} rounds × {s['steps']} steps; "
-          f"batch {s['batch_size']}, L = {s['latent_dim']}, jit_compile={s['jit_compile']}; "
-          f"TF {s['tensorflow']}, Keras {s['keras']}, {s['cpu_count']} CPUs, "
-          f"{s['gpus']} GPUs, intra/inter-op threads {s['intra_op_threads']}/"
-          f"{s['inter_op_threads']} (0 = default), "
-          f"TF_ENABLE_ONEDNN_OPTS={s['TF_ENABLE_ONEDNN_OPTS']}, "
-          f"1-min load average {s['load_average_1min_start']} at the start, "
-          f"{s['load_average_1min']} at the end")
-    print(format_table(report["results"]))
-    load = max(s["load_average_1min"] or 0, s["load_average_1min_start"] or 0)
-    cpus = s["cpu_count"]
-    if cpus and load > 0.5 * cpus:
-        print(f"warning: the 1-min load average is {load:.1f} on {cpus} CPUs: other "
-              "processes compete for the CPU, so steps/s (and their ratios) are noisy "
-              "and low; the CPU ms/step columns are the steadier comparison")
-    checks = check_targets(report["results"])
-    report["targets"] = [{"target": name, "passed": passed, "value": detail}
-                         for name, passed, detail in checks]
-    print("\ntargets:")
+    threads = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    configs = [tuple(c.split(",")) for c in FLAGS.worker_configs.split(";")]
+    report = time_bare(FLAGS.dataset, configs, FLAGS.steps, FLAGS.rounds,
+                       FLAGS.warmup_steps, log=lambda line: print(line, flush=True))
+    with open(FLAGS.worker, "w") as f:
+        json.dump(report, f)
+
+
+def run():
+    data_flags.check_data_dir(FLAGS)
+    if not os.path.exists(flagfile(FLAGS.dataset)):
+        raise ValueError(f"--dataset={FLAGS.dataset}: no flagfile "
+                         f"{flagfile(FLAGS.dataset)} to time trainers.fit with")
+    unknown = sorted(set(FLAGS.regularizers) - set(REGULARIZERS))
+    if unknown:
+        raise ValueError(f"--regularizers: unknown {unknown}; expected {REGULARIZERS}")
+    for flag, values, allowed in (("priors", FLAGS.priors, PRIORS),
+                                  ("precisions", FLAGS.precisions, precision.PRECISIONS),
+                                  ("modes", FLAGS.modes, MODES)):
+        if not values or set(values) - set(allowed):
+            raise ValueError(f"--{flag}={','.join(values)}: expected some of {allowed}")
+    try:
+        threads = [int(n) for n in FLAGS.threads]
+    except ValueError:
+        raise ValueError(f"--threads={','.join(FLAGS.threads)}: expected integers") from None
+    if not threads or min(threads) < 1:
+        raise ValueError("--threads: expected positive integers")
+    if "fit" in FLAGS.modes and (FLAGS.warmup_steps % 100 or FLAGS.steps % 100):
+        raise ValueError("--steps and --warmup_steps: fit runs need multiples of 100 "
+                         "(the trainer's callbacks run every 100 steps)")
+    report = benchmark(FLAGS.dataset, FLAGS.regularizers, FLAGS.priors, FLAGS.precisions,
+                       FLAGS.modes, threads, FLAGS.steps, FLAGS.rounds,
+                       FLAGS.warmup_steps, FLAGS.baseline_rev, FLAGS.data_source,
+                       FLAGS.data_dir, log=lambda line: print(line, flush=True))
+    recommended = "mixed_bfloat16" if "mixed_bfloat16" in FLAGS.precisions else None
+    checks = check_targets(report, recommended)
+    report["targets"] = [{"target": t, "passed": p, "value": v} for t, p, v in checks]
+    table = format_table(report)
+    print("\n" + table + "\n\ntargets:")
     for name, passed, detail in checks:
         print(f"  {'PASS' if passed else 'FAIL'}  {name}: {detail}")
-    if FLAGS.output_json:
-        with open(FLAGS.output_json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"results written to {FLAGS.output_json}")
+    path = FLAGS.output_json or os.path.join("runs", "benchmark", f"{FLAGS.dataset}.json")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.splitext(path)[0] + ".md", "w") as f:
+        s = report["settings"]
+        f.write(f"`python -m trainers.benchmark` on {s['dataset']} at {s['revision']}: "
+                f"medians of {s['rounds']} rounds × {s['steps']} steps after "
+                f"{s['warmup_steps']} warm-up steps; TF {s['tensorflow']}, Keras "
+                f"{s['keras']}, {s['cpu_count']} CPUs.\n\n{table}\n\nTargets:\n\n")
+        for name, passed, detail in checks:
+            f.write(f"- {'PASS' if passed else 'FAIL'} {name}: {detail}\n")
+    print(f"results written to {path} and {os.path.splitext(path)[0]}.md")
     return report
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.worker:
+        return worker_main()
     from trainers import common
     common.exit_on_user_error(run, prog="trainers.benchmark")
 
 
 if __name__ == "__main__":
     define_flags()
+    flags.DEFINE_string("worker_configs", "", "Internal: regularizer,prior,precision;...")
     app.run(main)

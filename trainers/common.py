@@ -6,7 +6,8 @@ import sys
 from absl import flags
 
 from tf_dpvae import data as data_lib
-from tf_dpvae import datasets, likelihoods, networks, objectives, priors, settings
+from tf_dpvae import (datasets, likelihoods, networks, objectives, precision, priors,
+                      settings)
 from tf_dpvae.config import ModelConfig, dataset_defaults
 from tf_dpvae.training import STRATEGIES, TrainConfig
 from trainers import data_flags
@@ -55,6 +56,10 @@ def define_model_flags(flag_values=FLAGS):
                          lower_bound=2, flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of data order, initialisation and noise.",
                          flag_values=flag_values)
+    flags.DEFINE_enum("precision", None, list(precision.PRECISIONS),
+                      "Compute precision of the networks; mixed_bfloat16 keeps the "
+                      "prior, the likelihood, the losses and the metrics in float32 "
+                      "(default: per dataset).", flag_values=flag_values)
 
 
 def define_settings_flags(flag_values=FLAGS):
@@ -104,6 +109,11 @@ def define_train_flags(flag_values=FLAGS, model_dir_required=True):
                          flag_values=flag_values)
     flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept.", lower_bound=1,
                          flag_values=flag_values)
+    flags.DEFINE_integer("steps_per_execution", 0, "Training steps per call into the "
+                         "graph; callbacks (checkpoints, summaries, NaN checks) run between "
+                         "calls, so it must divide their periods, --steps_per_epoch and "
+                         "--train_steps (0: the largest such divisor up to 100).",
+                         lower_bound=0, flag_values=flag_values)
     flags.DEFINE_enum("progress", "bar", list(PROGRESS), "Console progress: a live bar, "
                       "one line per epoch (for logs), or none.", flag_values=flag_values)
 
@@ -140,7 +150,8 @@ def train_config_from_flags(flag_values=FLAGS):
         sample_every=FLAGS.sample_every, steps_per_epoch=FLAGS.steps_per_epoch,
         validation_steps=FLAGS.validation_steps, strategy=FLAGS.strategy,
         data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
-        max_checkpoints=FLAGS.max_checkpoints, verbose=PROGRESS[FLAGS.progress])
+        max_checkpoints=FLAGS.max_checkpoints, verbose=PROGRESS[FLAGS.progress],
+        steps_per_execution=FLAGS.steps_per_execution)
 
 
 def configs_from_args(args):

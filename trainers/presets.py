@@ -37,10 +37,10 @@ def base_args(spec):
     return args
 
 
-def base_configs(spec, out):
+def base_configs(spec, out, extra_args=()):
     """(ModelConfig, TrainConfig) of the spec's base configuration, as trainers.fit
-    builds them from its flagfile."""
-    return common.configs_from_args(base_args(spec)
+    builds them from its flagfile (and ``extra_args``, e.g. ``--precision=...``)."""
+    return common.configs_from_args(base_args(spec) + list(extra_args)
                                     + [f"--model_dir={spec.directory(out)}"])
 
 
@@ -52,8 +52,9 @@ def run_configs(spec, budget, out, **options):
     return model_config, train_config
 
 
-def run_one(spec, budget, out, **options):
-    """Resolve the spec's base configuration and train and evaluate it."""
+def run_one(spec, budget, out, extra_args=(), **options):
+    """Resolve the spec's base configuration (plus ``extra_args``) and train and
+    evaluate it."""
     from tf_dpvae import study
-    return study.run_one(spec, budget, out, base_configs(spec, out),
-                         base_args=base_args(spec), **options)
+    return study.run_one(spec, budget, out, base_configs(spec, out, extra_args),
+                         base_args=base_args(spec) + list(extra_args), **options)

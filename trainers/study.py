@@ -60,6 +60,8 @@ flags.DEFINE_enum("feature_extractor", "classifier", ["classifier", "inception",
                   "FID features for images (the project's classifiers by default).")
 flags.DEFINE_string("features_dir", None, "Directory of trained classifiers.")
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from --out.")
+flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16"], "trainers.fit "
+                  "--precision of every run (default: each dataset's).")
 
 
 def _worker_init(threads):
@@ -99,9 +101,11 @@ def run():
     command = "python -m trainers.study " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--report_only"))
     if not FLAGS.report_only:
-        study.check_study_dir(FLAGS.out, budget, {"data_source": FLAGS.data_source,
-                                                  "feature_extractor": FLAGS.feature_extractor,
-                                                  "preset": FLAGS.preset})
+        settings = {"data_source": FLAGS.data_source,
+                    "feature_extractor": FLAGS.feature_extractor, "preset": FLAGS.preset}
+        if FLAGS.precision:
+            settings["precision"] = FLAGS.precision
+        study.check_study_dir(FLAGS.out, budget, settings)
         todo = [s for s in specs if study.finished(s, FLAGS.out) is None]
         _say(f"{len(specs)} runs, {len(specs) - len(todo)} already finished in {FLAGS.out}; "
              f"{len(todo)} to go ({budget.name} budget, {FLAGS.jobs} at a time)")
@@ -114,7 +118,8 @@ def run():
 def _train_and_evaluate(todo, budget):
     options = dict(data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
                    extractor=FLAGS.feature_extractor, features_dir=FLAGS.features_dir,
-                   verbose=common.PROGRESS["epoch"] if FLAGS.jobs == 1 else 0)
+                   verbose=common.PROGRESS["epoch"] if FLAGS.jobs == 1 else 0,
+                   extra_args=(f"--precision={FLAGS.precision}",) if FLAGS.precision else ())
     started = time.time()
 
     def report(done_count, spec, record):

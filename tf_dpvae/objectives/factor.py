@@ -5,15 +5,18 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tf_dpvae.optimizers import Adam
+from tf_dpvae.precision import output_dtype
 from tf_dpvae.objectives.base import MEAN_WEIGHT, Objective, base_terms, register, setting
 
 
 def make_discriminator(latent_dim):
-    """FactorVAE discriminator: 5 hidden FC layers of 1000, LeakyReLU(0.2), 2 logits."""
+    """FactorVAE discriminator: 5 hidden FC layers of 1000, LeakyReLU(0.2), 2 logits
+    (computed in float32 under mixed precision)."""
     layers = [keras.Input((latent_dim,))]
     for _ in range(5):
         layers += [keras.layers.Dense(1000), keras.layers.LeakyReLU(0.2)]
-    layers.append(keras.layers.Dense(2))
+    layers.append(keras.layers.Dense(2, dtype=output_dtype()))
     return keras.Sequential(layers, name="discriminator")
 
 
@@ -59,7 +62,7 @@ class FactorVAE(Objective):
     def build(self, latent_dim):
         self.discriminator = make_discriminator(latent_dim)
         # Kim & Mnih's discriminator optimizer settings.
-        self.discriminator_optimizer = keras.optimizers.Adam(
+        self.discriminator_optimizer = Adam(
             self.learning_rate, beta_1=0.5, beta_2=0.9)
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
