@@ -24,13 +24,22 @@ def random_flow(latent_dim, seed, **kwargs):
     return prior
 
 
-def np_mlp(layers, x, final):
-    """Dense stack in numpy: LeakyReLU(0.2) on hidden layers, ``final`` on the output."""
-    for i, layer in enumerate(layers):
-        kernel, bias = (w.numpy() for w in layer.weights)
+def np_mlp(weights, x, final):
+    """Dense stack in numpy ([(kernel, bias)] per layer): LeakyReLU(0.2) on hidden
+    layers, ``final`` on the output. (TF's LeakyRelu op holds its slope as a float32
+    attribute: 0.2 rounded to float32, also in float64 graphs.)"""
+    slope = float(np.float32(0.2))
+    for i, (kernel, bias) in enumerate(weights):
         x = x @ kernel + bias
-        x = np.where(x > 0, x, 0.2 * x) if i < len(layers) - 1 else final(x)
+        x = np.where(x > 0, x, slope * x) if i < len(weights) - 1 else final(x)
     return x
+
+
+def np_nets(prior, k, u_c, bound_shift=False):
+    """Block k's (t(u_c), s(u_c)) in numpy from its weights."""
+    weights = prior.block_weights(k)
+    return (np_mlp(weights["shift"], u_c, np.tanh if bound_shift else (lambda a: a)),
+            np_mlp(weights["log_scale"], u_c, np.tanh))
 
 
 # ------------------------------------------------------------------ coupling masks
@@ -117,7 +126,7 @@ def test_single_block_coupling_formula(float64, masks, mask):
     np.testing.assert_array_equal(prior.masks[0], mask)
     b = np.array(mask, bool)
     u = np.random.default_rng(4).normal(size=(20, 4))
-    shift, log_scale = (x.numpy() for x in prior.nets[0](tf.constant(u[:, b])))
+    shift, log_scale = np_nets(prior, 0, u[:, b])
     y = u.copy()
     y[:, ~b] = u[:, ~b] * np.exp(log_scale) + shift
     assert np.max(np.abs(y - u)) > 0.1
@@ -132,9 +141,9 @@ def test_two_blocks_compose_in_order(float64):
     prior = random_flow(4, seed=5, num_blocks=2)
     u = np.random.default_rng(6).normal(size=(20, 4))
     y, total = u, np.zeros(len(u))
-    for net, mask in zip(prior.nets, prior.masks):
+    for k, mask in enumerate(prior.masks):
         b = mask.astype(bool)
-        shift, log_scale = (x.numpy() for x in net(tf.constant(y[:, b])))
+        shift, log_scale = np_nets(prior, k, y[:, b])
         y = y.copy()
         y[:, ~b] = y[:, ~b] * np.exp(log_scale) + shift
         total += log_scale.sum(-1)
@@ -147,14 +156,18 @@ def test_two_blocks_compose_in_order(float64):
 def test_coupling_net_is_the_documented_mlp(float64, bound_shift):
     """s, t: in→64→64→out, LeakyReLU(0.2), tanh on s (and on t with bound_shift)."""
     prior = random_flow(4, seed=7, num_blocks=1, bound_shift=bound_shift)
-    net = prior.nets[0]
-    assert [l.units for l in net.shift_layers] == [64, 64, 2]
-    assert [l.units for l in net.log_scale_layers] == [64, 64, 2]
+    weights = prior.block_weights(0)
+    for kind in ("shift", "log_scale"):
+        assert [k.shape for k, _ in weights[kind]] == [(2, 64), (64, 64), (64, 2)]
+        assert [b.shape for _, b in weights[kind]] == [(64,), (64,), (2,)]
+    # The two MLPs have their own weights.
+    assert not np.allclose(weights["shift"][1][0], weights["log_scale"][1][0])
     x = np.random.default_rng(8).normal(size=(10, 2)) * 2.0
-    shift, log_scale = (v.numpy() for v in net(tf.constant(x)))
+    shift, log_scale = (v.numpy() for v in prior.shift_and_log_scale(0, tf.constant(x)))
     t_final = np.tanh if bound_shift else (lambda a: a)
-    np.testing.assert_allclose(shift, np_mlp(net.shift_layers, x, t_final), atol=1e-12)
-    np.testing.assert_allclose(log_scale, np_mlp(net.log_scale_layers, x, np.tanh), atol=1e-12)
+    np.testing.assert_allclose(shift, np_mlp(weights["shift"], x, t_final), atol=1e-12)
+    np.testing.assert_allclose(log_scale, np_mlp(weights["log_scale"], x, np.tanh),
+                               atol=1e-12)
 
 
 def test_decoupled_log_prob_is_change_of_variables(float64):
@@ -242,12 +255,14 @@ def test_flow_variables_tracked_by_model():
     model = DpVAE(config)
     model_ids = {id(v) for v in model.trainable_variables}
     flow = model.prior.trainable_variables
-    # K blocks × (s, t) MLPs × (hidden layers + output) Dense layers × (kernel, bias).
-    expected_count = config.flow_blocks * 2 * (config.flow_hidden_layers + 1) * 2
-    assert expected_count == 72
-    assert len(flow) == expected_count
+    # Blocks of one shape share a variable per layer and kind: [K, 2 (t, s), d_in, d_out]
+    # kernels and [K, 2, 1, d_out] biases; for L = 2 every block has |C| = |T| = 1.
+    expected_count = (config.flow_hidden_layers + 1) * 2
+    assert len(flow) == expected_count == 6
     assert sum(id(v) in model_ids for v in flow) == expected_count
-    # Parameter count for L = 2: each MLP 1→64→64→1.
+    assert [tuple(v.shape) for v in flow if len(v.shape) == 4 and v.shape[-2] != 1] == [
+        (6, 2, 64, 64), (6, 2, 64, 1)]
+    # Parameter count for L = 2: K blocks × (s, t) MLPs, each 1→64→64→1.
     per_mlp = (1 * 64 + 64) + (64 * 64 + 64) + (64 * 1 + 1)
     assert sum(int(np.prod(v.shape)) for v in flow) == config.flow_blocks * 2 * per_mlp
 
@@ -259,11 +274,12 @@ def tfp_real_nvp_chain(prior):
     import tensorflow_probability as tfp
     tfb = tfp.bijectors
     blocks = []
-    for net, mask in zip(prior.nets, prior.masks):
+    for k, mask in enumerate(prior.masks):
         conditioning, transformed = np.flatnonzero(mask), np.flatnonzero(1 - mask)
         order = np.concatenate([conditioning, transformed]).astype(np.int32)
         nvp = tfb.RealNVP(num_masked=len(conditioning),
-                          shift_and_log_scale_fn=lambda u, _w, net=net: net(u))
+                          shift_and_log_scale_fn=lambda u, _w, k=k: prior.shift_and_log_scale(
+                              k, u))
         blocks.append(tfb.Chain([tfb.Permute(np.argsort(order).astype(np.int32)), nvp,
                                  tfb.Permute(order)]))
     return tfb.Chain(list(reversed(blocks)))
@@ -289,12 +305,25 @@ def test_one_pass_matches_tfp_real_nvp(float64, latent_dim, masks):
 
 def test_coupling_nets_run_once_per_block_in_log_prob():
     """log p(z) evaluates each block's s and t networks once (g(z) and the log-det in
-    one pass): the traced graph holds one MatMul per Dense layer of the flow."""
+    one pass, the two MLPs batched): one batched matmul per block and layer."""
     prior = random_flow(2, seed=14)
     graph = tf.function(prior.log_prob).get_concrete_function(
         tf.TensorSpec([None, 2], tf.float32)).graph
-    matmuls = sum(op.type in ("MatMul", "_MklMatMul", "BatchMatMulV2")
+    matmuls = sum(op.type in ("MatMul", "_MklMatMul", "BatchMatMulV2", "BatchMatMulV3")
                   for op in graph.get_operations())
-    dense_layers = sum(len(net.shift_layers) + len(net.log_scale_layers)
-                       for net in prior.nets)
-    assert matmuls == dense_layers == 36
+    assert matmuls == len(prior.masks) * 3 == 18
+
+
+def test_blocks_of_different_shapes_get_their_own_variables():
+    """L = 5, alternate masks: |C| = 2, |T| = 3, then |C| = 3, |T| = 2 — two groups."""
+    prior = random_flow(5, seed=15, num_blocks=4)
+    assert len(prior.nets) == 2
+    assert [net.num_blocks for net in prior.nets] == [2, 2]
+    assert [net.dims for net in prior.nets] == [[2, 64, 64, 3], [3, 64, 64, 2]]
+    u = np.random.default_rng(16).normal(size=(8, 5))
+    for k, mask in enumerate(prior.masks):
+        b = mask.astype(bool)
+        got = [v.numpy() for v in prior.shift_and_log_scale(k, tf.constant(u[:, b],
+                                                                            tf.float32))]
+        for a, e in zip(got, np_nets(prior, k, u[:, b])):
+            np.testing.assert_allclose(a, e, atol=1e-5)

@@ -140,46 +140,61 @@ class StandardNormalPrior(keras.layers.Layer):
         return self.to_generation(z)
 
 
-class CouplingNet(keras.layers.Layer):
-    """Separate MLPs for the shift t and log-scale s of one coupling block.
+class CouplingNets(keras.layers.Layer):
+    """The shift t and log-scale s MLPs of every coupling block of one shape.
 
-    Each is ``in → hidden → … → out`` with LeakyReLU between layers; the log-scale ends
-    in tanh (bounded, as in the official code), the shift optionally too
+    Each MLP is ``in → hidden → … → out`` with LeakyReLU(0.2) between layers; the
+    log-scale ends in tanh (bounded, as in the official code), the shift optionally too
     (``bound_shift``). The output layers start at zero, so every block starts as the
-    identity and the decoupled prior starts as N(0, I).
+    identity and the decoupled prior starts as N(0, I); hidden kernels start Glorot
+    uniform (per MLP layer).
+
+    Storage: the blocks that share (|C|, |T|) share one variable per layer and kind,
+    ``kernel_l`` [G, 2, d_l, d_{l+1}] and ``bias_l`` [G, 2, 1, d_{l+1}] (G blocks,
+    index 0 = shift, 1 = log-scale): the two MLPs of a block run as one batched matmul
+    per layer, and the optimizer updates 2·(layers + 1) variables instead of
+    4·G·(layers + 1). Each MLP is still its own function with its own weights.
     """
 
-    def __init__(self, num_outputs, hidden_units=64, num_hidden_layers=2,
-                 bound_shift=False, **kwargs):
+    def __init__(self, num_blocks, num_inputs, num_outputs, hidden_units=64,
+                 num_hidden_layers=2, bound_shift=False, **kwargs):
         super().__init__(**kwargs)
-        self.num_outputs = num_outputs
+        self.num_blocks = int(num_blocks)
+        self.dims = [int(num_inputs)] + [int(hidden_units)] * num_hidden_layers + [
+            int(num_outputs)]
         self.bound_shift = bound_shift
 
-        def mlp(name):
-            layers = [keras.layers.Dense(hidden_units, activation="leaky_relu",
-                                         name=f"{name}_hidden{i}")
-                      for i in range(num_hidden_layers)]
-            layers.append(keras.layers.Dense(num_outputs, kernel_initializer="zeros",
-                                             name=f"{name}_out"))
-            return layers
-
-        self.shift_layers = mlp("shift")
-        self.log_scale_layers = mlp("log_scale")
-
-    def build(self, input_shape):
-        for stack in (self.shift_layers, self.log_scale_layers):
-            shape = tuple(input_shape)
-            for layer in stack:
-                layer.build(shape)
-                shape = layer.compute_output_shape(shape)
+    def build(self, input_shape=None):
+        self.kernels, self.biases = [], []
+        last = len(self.dims) - 2
+        for l, (d_in, d_out) in enumerate(zip(self.dims[:-1], self.dims[1:])):
+            limit = float(np.sqrt(6.0 / (d_in + d_out)))
+            initializer = ("zeros" if l == last
+                           else keras.initializers.RandomUniform(-limit, limit))
+            self.kernels.append(self.add_weight(
+                name=f"kernel_{l}", shape=(self.num_blocks, 2, d_in, d_out),
+                initializer=initializer))
+            self.biases.append(self.add_weight(
+                name=f"bias_{l}", shape=(self.num_blocks, 2, 1, d_out), initializer="zeros"))
         super().build(input_shape)
 
-    def call(self, u_masked):
-        shift, log_scale = u_masked, u_masked
-        for layer in self.shift_layers:
-            shift = layer(shift)
-        for layer in self.log_scale_layers:
-            log_scale = layer(log_scale)
+    def per_block(self):
+        """[(kernels, biases)] per block: each a list over layers of [2, d, d'] and
+        [2, 1, d'] tensors (one unstack per variable per call)."""
+        kernels = [tf.unstack(tf.cast(k, self.compute_dtype)) for k in self.kernels]
+        biases = [tf.unstack(tf.cast(b, self.compute_dtype)) for b in self.biases]
+        return [([k[g] for k in kernels], [b[g] for b in biases])
+                for g in range(self.num_blocks)]
+
+    def apply(self, params, u_c):
+        """(t(u_c), s(u_c)) of one block, ``params`` one entry of :meth:`per_block`."""
+        kernels, biases = params
+        h = u_c[None]                               # [1, N, |C|], both MLPs' input
+        for l, (kernel, bias) in enumerate(zip(kernels, biases)):
+            h = tf.matmul(h, kernel) + bias         # [2, N, d_out]
+            if l < len(kernels) - 1:
+                h = tf.nn.leaky_relu(h, 0.2)
+        shift, log_scale = tf.unstack(h)
         if self.bound_shift:
             shift = tf.tanh(shift)
         return shift, tf.tanh(log_scale)
@@ -246,26 +261,47 @@ class DecoupledPrior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         self.masks = coupling_masks(self.latent_dim, num_blocks, masks)
-        self.nets = []
         # Per block: the conditioning (b = 1) and transformed (b = 0) coordinates, and
         # the permutation that puts [conditioning, transformed] back in order.
         self._splits = []
-        for k, mask in enumerate(self.masks):
+        shapes = {}
+        self._slot = []   # block k → (its CouplingNets, index within them)
+        for mask in self.masks:
             conditioning = np.flatnonzero(mask).astype(np.int32)
             transformed = np.flatnonzero(1.0 - mask).astype(np.int32)
-            self.nets.append(CouplingNet(len(transformed), hidden_units, num_hidden_layers,
-                                         bound_shift, name=f"coupling_{k}"))
             order = np.concatenate([conditioning, transformed])
             self._splits.append((conditioning, transformed, np.argsort(order).astype(np.int32)))
+            members = shapes.setdefault((len(conditioning), len(transformed)), [])
+            self._slot.append((list(shapes).index((len(conditioning), len(transformed))),
+                               len(members)))
+            members.append(len(self._splits) - 1)
+        self.nets = [CouplingNets(len(members), n_c, n_t, hidden_units, num_hidden_layers,
+                                  bound_shift, name=f"coupling_{g}")
+                     for g, ((n_c, n_t), members) in enumerate(shapes.items())]
 
     def build(self, input_shape=None):
-        for net, mask in zip(self.nets, self.masks):
-            net.build((None, int(mask.sum())))
+        for net in self.nets:
+            net.build()
         super().build(input_shape)
 
-    def _block(self, k, u, inverse=False):
-        """One coupling block (or its inverse) on u [..., L]: (output, log|det| of the
-        forward map at the block's input, [...]).
+    def shift_and_log_scale(self, k, u_c):
+        """(t_k(u_c), s_k(u_c)) of block k on its conditioning coordinates u_c."""
+        group, index = self._slot[k]
+        return self.nets[group].apply(self.nets[group].per_block()[index], u_c)
+
+    def block_weights(self, k):
+        """Block k's MLP weights as numpy: {"shift": [(kernel, bias)], "log_scale":
+        [...]} per layer, kernel [d_in, d_out], bias [d_out]."""
+        group, index = self._slot[k]
+        net = self.nets[group]
+        return {name: [(np.asarray(kv)[index, which], np.asarray(bv)[index, which, 0])
+                       for kv, bv in zip(net.kernels, net.biases)]
+                for which, name in enumerate(("shift", "log_scale"))}
+
+    def _block(self, k, u, params, inverse=False):
+        """One coupling block (or its inverse) on u [N, L]: (output, log|det| of the
+        forward map at the block's input, [N]); ``params`` from
+        :meth:`CouplingNets.per_block` of every group.
 
         Forward: y_T = u_T ⊙ exp(s(u_C)) + t(u_C), y_C = u_C, log|det| = Σ s(u_C).
         Inverse: u_T = (y_T − t(y_C)) ⊙ exp(−s(y_C)) (y_C = u_C conditions both ways).
@@ -274,7 +310,8 @@ class DecoupledPrior(keras.layers.Layer):
         """
         conditioning, transformed, restore = self._splits[k]
         u_c, u_t = _take(u, conditioning), _take(u, transformed)
-        shift, log_scale = self.nets[k](u_c)
+        group, index = self._slot[k]
+        shift, log_scale = self.nets[group].apply(params[group][index], u_c)
         if inverse:
             y_t = (u_t - shift) * tf.exp(-log_scale)
         else:
@@ -298,8 +335,9 @@ class DecoupledPrior(keras.layers.Layer):
         # around every matmul, and to its gradient).
         z0 = tf.reshape(z, [-1, self.latent_dim])
         log_det = 0.0
-        for k in range(len(self.nets)):
-            z0, block_log_det = self._block(k, z0)
+        params = [net.per_block() for net in self.nets]
+        for k in range(len(self.masks)):
+            z0, block_log_det = self._block(k, z0, params)
             log_det += block_log_det
         batch_shape = tf.shape(z)[:-1]
         return tf.reshape(z0, tf.shape(z)), tf.reshape(log_det, batch_shape)
@@ -312,8 +350,9 @@ class DecoupledPrior(keras.layers.Layer):
         """g⁻¹(z0): generation space → representation space (blocks K..1 inverted)."""
         z0 = tf.cast(z0, self.compute_dtype)
         z = tf.reshape(z0, [-1, self.latent_dim])
-        for k in reversed(range(len(self.nets))):
-            z, _ = self._block(k, z, inverse=True)
+        params = [net.per_block() for net in self.nets]
+        for k in reversed(range(len(self.masks))):
+            z, _ = self._block(k, z, params, inverse=True)
         return tf.reshape(z, tf.shape(z0))
 
     def log_prob(self, z):

@@ -20,6 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_dpvae import callbacks as cbs
+from tf_dpvae import checkpoints
 from tf_dpvae import data as data_lib
 from tf_dpvae.config import ModelConfig
 from tf_dpvae.model import DpVAE
@@ -142,7 +143,7 @@ def restore_model(model_dir, strategy=None):
     latest = tf.train.latest_checkpoint(model_dir)
     if latest is None:
         raise FileNotFoundError(f"--model_dir={model_dir}: no checkpoint found")
-    make_checkpoint(model).restore(latest).assert_existing_objects_matched()
+    checkpoints.restore(make_checkpoint(model), model, latest)
     return model
 
 
@@ -174,7 +175,7 @@ def train(model_config, train_config):
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=tc.max_checkpoints)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpoints.restore(checkpoint, model, manager.latest_checkpoint)
         logging.info("resumed from %s", manager.latest_checkpoint)
     start_step = cbs.global_step(model)
     if tc.strategy != "multi_worker":
