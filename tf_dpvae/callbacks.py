@@ -4,6 +4,7 @@ They only use ``on_train_batch_end(step, logs)`` and ``on_epoch_end``, so the sa
 objects serve ``model.fit`` and the custom distributed loop in :mod:`training`.
 """
 
+import concurrent.futures
 import math
 
 import keras
@@ -120,6 +121,8 @@ class Summaries(keras.callbacks.Callback):
         self.data_points = data_points
         self.num_samples = num_samples
         self._previous = None  # (batch index in the epoch, running means) at the last write
+        self._renderer = None  # one background thread renders the sample PNGs
+        self._pending = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous = None
@@ -152,23 +155,50 @@ class Summaries(keras.callbacks.Callback):
                     tf.summary.scalar(name, float(value))
 
     def write_samples(self, step):
-        png = samples_png(self.model, self.data_points, self.num_samples, seed=0,
-                          title=f"samples at step {step}")
+        """Generate the samples now (they belong to this step's weights); render and
+        write the PNG on a background thread, off the training loop's path."""
+        samples = generate_samples(self.model, self.num_samples, seed=0)
+        if self._renderer is None:
+            self._renderer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="tf_dpvae_samples")
+        self._pending = [f for f in self._pending if not f.done()] + [
+            self._renderer.submit(self._write_png, samples, step)]
+
+    def _write_png(self, samples, step):
+        png = render_samples(samples, self.data_points, title=f"samples at step {step}")
         with self.train_writer.as_default(step=step):
             tf.summary.image("samples", tf.image.decode_png(png)[None])
         self.train_writer.flush()
+
+    def on_train_end(self, logs=None):
+        for future in self._pending:
+            future.result()          # re-raises a rendering error here
+        self._pending = []
+        if self._renderer is not None:
+            self._renderer.shutdown()
+            self._renderer = None
+
+
+def generate_samples(model, num_samples=64, seed=0):
+    """What :func:`render_samples` draws: {"x"} images, or for 2-D data {"x", "log_p"}
+    of 2 000 points (their z's prior log-density), as numpy arrays."""
+    if model.config.is_points:
+        x, z = model.generate(2000, seed=seed, return_latents=True)
+        return {"x": x.numpy(), "log_p": model.prior.log_prob(z).numpy()}
+    return {"x": model.generate(num_samples, seed=seed).numpy()}
+
+
+def render_samples(samples, data_points=None, title=None):
+    """PNG bytes: a grid of images, or a scatter coloured by log p(z) (data in grey)."""
+    if "log_p" in samples:
+        fig = plots.samples_figure(samples["x"], data=data_points, color=samples["log_p"],
+                                   color_label="log p(z)", title=title)
+    else:
+        fig = plots.samples_figure(samples["x"], title=title)
+    return plots.figure_png(fig)
 
 
 def samples_png(model, data_points=None, num_samples=64, seed=0, title=None):
     """PNG bytes of generated samples: a grid of images, or for 2-D data a scatter of
     2 000 points coloured by the prior log-density of their z (with the data in grey)."""
-    if model.config.is_points:
-        x, z = model.generate(2000, seed=seed, return_latents=True)
-        log_p = model.prior.log_prob(z).numpy()
-        fig = plots.samples_figure(x.numpy(), data=data_points, color=log_p,
-                                   color_label="log p(z)", title=title)
-    else:
-        x = model.generate(num_samples, seed=seed).numpy()
-        fig = plots.samples_figure(x, title=title)
-    return plots.figure_png(fig)
-
+    return render_samples(generate_samples(model, num_samples, seed), data_points, title)

@@ -19,6 +19,7 @@ infinity, so ``metrics.json`` is strict JSON.
 import dataclasses
 import json
 import math
+import time
 
 import numpy as np
 
@@ -124,16 +125,24 @@ def evaluate(model, dataset, options, extractor=None):
                "prior": config.prior, "dataset": config.dataset,
                "data_source": dataset.source, "seed": options.seed, "unavailable": {}}
     context = EvalContext(model, dataset, options, extractor, results)
+    seconds = {}   # where the evaluation's time goes (shared parts go to the first user)
+    started = time.perf_counter()
     context.aggregate  # noqa: B018 (q(z) first, as every metric but one needs it)
+    seconds["aggregate"] = time.perf_counter() - started
     for name, spec in specs.items():
         if name in wanted:
+            started = time.perf_counter()
             spec.compute(context)
+            seconds[name] = time.perf_counter() - started
 
     figs = {}
     if options.figures:
+        started = time.perf_counter()
         context.real  # noqa: B018 (computed once; num_real is reported with the figures)
         context.say("figures")
         figs = _figures(context)
+        seconds["figures"] = time.perf_counter() - started
+    results["seconds"] = {name: round(value, 2) for name, value in seconds.items()}
     results, replaced = json_safe(results)
     context.results = results   # the clean copy gets the reasons
     for key in dict.fromkeys(path[0] for path in replaced):
