@@ -68,4 +68,9 @@ def test_precision_check_compares_against_the_seed_spread():
     text, verdict = precision_check.report(rows, "fashion_mnist", "beta_h", 3, "cpu")
     assert not verdict
     assert "normal FID" in text and "decoupled FID" in text
-    assert "| normal | validation −ELBO (nats) | 101 ± 1 | 101.5 ± 1 | +0.5 | yes |" in text
+    assert "| normal | validation −ELBO (nats) | 101 ± 1 | 101.5 ± 1 | +0.5 | yes | 0.57 |" \
+        in text
+    import scipy.stats
+    assert fid["welch_p"] == pytest.approx(scipy.stats.ttest_ind(
+        [20.0, 21.0, 22.0], [10.0, 12.0, 14.0], equal_var=False).pvalue)
+    assert fid["welch_p"] < 0.05

@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
 import statistics  # noqa: E402
+
+import scipy.stats  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -71,10 +73,12 @@ def compare(values):
                 continue
             spread = statistics.stdev(ref)
             difference = statistics.mean(cand) - statistics.mean(ref)
+            p_value = float(scipy.stats.ttest_ind(cand, ref, equal_var=False).pvalue)
             rows.append({"prior": prior, "metric": key, "label": label,
                          "float32_mean": statistics.mean(ref), "float32_std": spread,
                          "bf16_mean": statistics.mean(cand), "bf16_std": statistics.stdev(cand),
                          "difference": difference, "within": abs(difference) <= spread,
+                         "welch_p": p_value,
                          "float32": ref, "bf16": cand})
     return rows
 
@@ -86,14 +90,17 @@ def report(rows, dataset, regularizer, seeds, budget):
              f"--regularizer={regularizer} --seeds={seeds} --budget={budget}`: the same "
              f"runs (both priors, seeds 0–{seeds - 1}, the study's `{budget}` budget and "
              "evaluation) at both precisions. Within the spread: |bf16 mean − fp32 mean| "
-             "≤ the fp32 seeds' sample standard deviation.",
+             "≤ the fp32 seeds' sample standard deviation. Welch p: Welch's t-test of the "
+             "two sets of seeds (a low p says the precisions differ).",
              "",
-             "| prior | metric | float32 | mixed bfloat16 | difference | within the spread |",
-             "|---|---|---|---|---|---|"]
+             "| prior | metric | float32 | mixed bfloat16 | difference | within the spread "
+             "| Welch p |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['prior']} | {r['label']} | {r['float32_mean']:.4g} ± "
                      f"{r['float32_std']:.2g} | {r['bf16_mean']:.4g} ± {r['bf16_std']:.2g} | "
-                     f"{r['difference']:+.3g} | {'yes' if r['within'] else '**no**'} |")
+                     f"{r['difference']:+.3g} | {'yes' if r['within'] else '**no**'} | "
+                     f"{r['welch_p']:.2f} |")
     verdict = all(r["within"] for r in rows)
     lines += ["", f"**Verdict**: {'every' if verdict else 'not every'} metric of both "
               f"priors is within the float32 seed spread"
