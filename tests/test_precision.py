@@ -62,15 +62,17 @@ def test_precision_check_compares_against_the_seed_spread():
     by = {(r["prior"], r["metric"]): r for r in rows}
     elbo = by[("normal", "neg_elbo")]
     assert elbo["float32_mean"] == 101.0 and elbo["float32_std"] == 1.0
-    assert elbo["difference"] == 0.5 and elbo["within"]
+    assert elbo["difference"] == 0.5 and elbo["within"] and elbo["same"]
     fid = by[("decoupled", "fid")]
-    assert fid["difference"] == 9.0 and not fid["within"]      # spread 2
+    assert fid["difference"] == 9.0 and not fid["within"] and not fid["same"]
+    import scipy.stats
+    assert fid["welch_p"] == pytest.approx(scipy.stats.ttest_ind(
+        [20.0, 21.0, 22.0], [10.0, 12.0, 14.0], equal_var=False).pvalue)
+    # Holm over the 8 comparisons: the smallest p times 8, never below the raw p.
+    assert fid["welch_p_holm"] >= fid["welch_p"]
+    assert precision_check.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     text, verdict = precision_check.report(rows, "fashion_mnist", "beta_h", 3, "cpu")
     assert not verdict
     assert "normal FID" in text and "decoupled FID" in text
     assert "| normal | validation −ELBO (nats) | 101 ± 1 | 101.5 ± 1 | +0.5 | yes | 0.57 |" \
         in text
-    import scipy.stats
-    assert fid["welch_p"] == pytest.approx(scipy.stats.ttest_ind(
-        [20.0, 21.0, 22.0], [10.0, 12.0, 14.0], equal_var=False).pvalue)
-    assert fid["welch_p"] < 0.05

@@ -6,8 +6,8 @@ at both precisions, compared against the seed spread.
 
 Runs ``trainers.study`` (``--budget``, both priors, ``--seeds`` seeds) once per
 precision into ``--out/<precision>`` (resumable: finished runs are kept), then compares
-each metric per prior: the mixed-bfloat16 mean is *within the spread* when it differs
-from the float32 mean by at most the float32 seeds' sample standard deviation. Writes
+each metric per prior (``ALPHA``: Welch's t-test, Holm-corrected, and the difference of
+the means against the pooled seed standard deviation). Writes
 ``report.md`` (table and verdict), ``precision_check.json`` and ``precision_check.png``
 (every seed's value, both precisions) to ``--report_dir``.
 """
@@ -44,6 +44,10 @@ flags.DEFINE_string("features_dir", None, "trainers.study --features_dir.")
 METRICS = (("neg_elbo", "validation −ELBO (nats)"), ("fid", "FID"), ("skl", "sKL"),
            ("nll_nats", "NLL (nats)"))
 REFERENCE, CANDIDATE = precision.PRECISIONS   # float32, mixed_bfloat16
+# The verdict (set before the 5-seed run): a metric is "the same" at both precisions
+# when Welch's t-test, Holm-corrected over all the comparisons, has p ≥ ALPHA and the
+# means differ by at most the pooled seed standard deviation.
+ALPHA = 0.05
 
 
 def collect(out, dataset, regularizer, seeds):
@@ -72,15 +76,30 @@ def compare(values):
             if None in ref or None in cand:
                 continue
             spread = statistics.stdev(ref)
+            pooled = ((spread ** 2 + statistics.stdev(cand) ** 2) / 2) ** 0.5
             difference = statistics.mean(cand) - statistics.mean(ref)
             p_value = float(scipy.stats.ttest_ind(cand, ref, equal_var=False).pvalue)
             rows.append({"prior": prior, "metric": key, "label": label,
                          "float32_mean": statistics.mean(ref), "float32_std": spread,
                          "bf16_mean": statistics.mean(cand), "bf16_std": statistics.stdev(cand),
                          "difference": difference, "within": abs(difference) <= spread,
+                         "within_pooled": abs(difference) <= pooled,
                          "welch_p": p_value,
                          "float32": ref, "bf16": cand})
+    for row, adjusted in zip(rows, holm([r["welch_p"] for r in rows])):
+        row["welch_p_holm"] = adjusted
+        row["same"] = row["within_pooled"] and adjusted >= ALPHA
     return rows
+
+
+def holm(p_values):
+    """Holm–Bonferroni adjusted p-values (same order as given)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def report(rows, dataset, regularizer, seeds, budget):
@@ -89,23 +108,26 @@ def report(rows, dataset, regularizer, seeds, budget):
              f"`python -m trainers.precision_check --dataset={dataset} "
              f"--regularizer={regularizer} --seeds={seeds} --budget={budget}`: the same "
              f"runs (both priors, seeds 0–{seeds - 1}, the study's `{budget}` budget and "
-             "evaluation) at both precisions. Within the spread: |bf16 mean − fp32 mean| "
-             "≤ the fp32 seeds' sample standard deviation. Welch p: Welch's t-test of the "
-             "two sets of seeds (a low p says the precisions differ).",
+             "evaluation) at both precisions, mean ± sample standard deviation over seeds. "
+             "A metric is **the same** at both precisions when Welch's t-test of the two "
+             f"sets of seeds, Holm-corrected over the {len(rows)} comparisons, has "
+             f"p ≥ {ALPHA} and |bf16 mean − fp32 mean| ≤ the pooled seed standard "
+             "deviation. (≤ 1 fp32 sd: the stricter rule of the first, 3-seed check.)",
              "",
-             "| prior | metric | float32 | mixed bfloat16 | difference | within the spread "
-             "| Welch p |",
-             "|---|---|---|---|---|---|---|"]
+             "| prior | metric | float32 | mixed bfloat16 | difference | ≤ 1 fp32 sd "
+             "| Welch p | Holm p | same |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['prior']} | {r['label']} | {r['float32_mean']:.4g} ± "
                      f"{r['float32_std']:.2g} | {r['bf16_mean']:.4g} ± {r['bf16_std']:.2g} | "
-                     f"{r['difference']:+.3g} | {'yes' if r['within'] else '**no**'} | "
-                     f"{r['welch_p']:.2f} |")
-    verdict = all(r["within"] for r in rows)
+                     f"{r['difference']:+.3g} | {'yes' if r['within'] else 'no'} | "
+                     f"{r['welch_p']:.2f} | {r['welch_p_holm']:.2f} | "
+                     f"{'yes' if r['same'] else '**no**'} |")
+    verdict = all(r["same"] for r in rows)
     lines += ["", f"**Verdict**: {'every' if verdict else 'not every'} metric of both "
-              f"priors is within the float32 seed spread"
+              f"priors is the same at both precisions"
               + ("." if verdict else ": " + ", ".join(
-                  f"{r['prior']} {r['label']}" for r in rows if not r["within"]) + "."),
+                  f"{r['prior']} {r['label']}" for r in rows if not r["same"]) + "."),
               "", "![every seed](precision_check.png)", ""]
     return "\n".join(lines), verdict
 
