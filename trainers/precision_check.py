@@ -30,15 +30,21 @@ from tf_dpvae.priors import DECOUPLED, STANDARD  # noqa: E402
 from trainers import data_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-data_flags.define(dataset_default="fashion_mnist", dataset_help="Dataset of the check.")
-flags.DEFINE_enum("regularizer", "beta_h", list(objectives.REGULARIZERS),
-                  "Regularizer of the check.")
-flags.DEFINE_integer("seeds", 3, "Seeds per prior and precision.", lower_bound=2)
-flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "paper"], "trainers.study --budget.")
-flags.DEFINE_integer("jobs", 2, "trainers.study --jobs.", lower_bound=1)
-flags.DEFINE_string("out", "runs/precision_check", "Study directories (one per precision).")
-flags.DEFINE_string("report_dir", None, "Where the report goes (default: --out).")
-flags.DEFINE_string("features_dir", None, "trainers.study --features_dir.")
+
+
+def define_flags():
+    """Defined on demand, so importing this module (tests) never clashes with the flags
+    of other entry points."""
+    data_flags.define(dataset_default="fashion_mnist", dataset_help="Dataset of the check.")
+    flags.DEFINE_enum("regularizer", "beta_h", list(objectives.REGULARIZERS),
+                      "Regularizer of the check.")
+    flags.DEFINE_integer("seeds", 3, "Seeds per prior and precision.", lower_bound=2)
+    flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "paper"], "trainers.study --budget.")
+    flags.DEFINE_integer("jobs", 2, "trainers.study --jobs.", lower_bound=1)
+    flags.DEFINE_string("out", "runs/precision_check", "Study directories (one per "
+                        "precision).")
+    flags.DEFINE_string("report_dir", None, "Where the report goes (default: --out).")
+    flags.DEFINE_string("features_dir", None, "trainers.study --features_dir.")
 
 # (key in metrics.json, label, lower is better)
 METRICS = (("neg_elbo", "validation −ELBO (nats)"), ("fid", "FID"), ("skl", "sKL"),
@@ -192,4 +198,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
