@@ -32,6 +32,7 @@ import time  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
+from tf_dpvae import precision  # noqa: E402
 from tf_dpvae.config import CONFIG_FILENAME, ModelConfig  # noqa: E402
 
 MODELS_CONFIG = "models.config"
@@ -231,15 +232,17 @@ def write_models_config(export_base, name):
     return path
 
 
-def run_check(saved_model_dir, reference_path):
-    """``python -m export.check_saved_model`` in a fresh process; ExportError on failure."""
+def run_check(saved_model_dir, reference_path, atol=1e-5):
+    """``python -m export.check_saved_model`` in a fresh process; ExportError on failure.
+    ``atol``: the largest difference from the eager Keras model
+    (:func:`tf_dpvae.precision.export_tolerance` of the model's precision)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", "export.check_saved_model",
          f"--saved_model_dir={os.path.abspath(saved_model_dir)}",
-         f"--reference={os.path.abspath(reference_path)}"],
+         f"--reference={os.path.abspath(reference_path)}", f"--atol={atol}"],
         cwd=repo, env=env, capture_output=True, text=True)
     report = [line for line in result.stdout.splitlines() if line.startswith("check:")]
     for line in report:
@@ -299,7 +302,7 @@ def export(model_dir, export_base, version=None, overwrite=False, check=True,
             reference = os.path.join(staging, "reference.npz")
             write_reference(reference, inputs, keras_outputs(model, inputs),
                             graph_outputs(signatures, inputs))
-            run_check(saved, reference)
+            run_check(saved, reference, precision.export_tolerance(config.precision))
         _publish(saved, target, staging, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

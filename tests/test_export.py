@@ -47,10 +47,10 @@ def _export_cli(*flags):
     return _run([sys.executable, "-m", "export.saved_model", *flags])
 
 
-def _train(model_dir, dataset, prior, regularizer, steps):
+def _train(model_dir, dataset, prior, regularizer, steps, **changes):
     config = ModelConfig(dataset=dataset, prior=prior, regularizer=regularizer, seed=0,
                          learning_rate=1e-3, **dict(DATASET_DEFAULTS[dataset],
-                                                    batch_size=20))
+                                                    batch_size=20, **changes))
     training.train(config, training.TrainConfig(
         model_dir=str(model_dir), train_steps=steps, checkpoint_every=steps,
         summary_every=10_000, sample_every=10_000, steps_per_epoch=steps,
@@ -348,3 +348,20 @@ def test_every_regularizer_exports(prior, tmp_path):
         model_dir = tmp_path / regularizer
         _train(model_dir, "moons", prior, regularizer, steps=2)
         saved_model.export(str(model_dir), str(tmp_path / f"{regularizer}_export"))
+
+
+def test_mixed_bfloat16_model_exports_and_passes_the_check(tmp_path):
+    """Eager bf16 and graph bf16 kernels round differently (≈ 1e-4): the check allows
+    precision.export_tolerance, and the export still reproduces the Keras model."""
+    from tf_dpvae import precision
+    model_dir = tmp_path / "bf16"
+    _train(model_dir, "mnist", "decoupled", "beta_h", steps=3, precision="mixed_bfloat16")
+    path = saved_model.export(str(model_dir), str(tmp_path / "export"), check=True)
+    model = training.restore_model(str(model_dir))
+    assert model.config.precision == "mixed_bfloat16"
+    loaded = tf.saved_model.load(path)
+    z = np.random.default_rng(0).normal(size=(4, 2)).astype("float32")
+    x = loaded.signatures["decode"](z=tf.constant(z))["x"].numpy()
+    expected = model.decode_mean(tf.constant(z)).numpy()
+    tolerance = precision.export_tolerance("mixed_bfloat16")
+    assert 1e-5 < tolerance and np.abs(x - expected).max() < tolerance
