@@ -53,7 +53,7 @@ def test_resume_from_legacy_checkpoint(tmp_path):
     # The new checkpoint is in the current layout and restores as it is.
     reader = tf.train.load_checkpoint(model_dir)
     model = training.build_model(config)
-    assert not checkpoints._is_per_layer_flow(reader, model)
+    assert not checkpoints._is_per_layer_flow(checkpoints._optimizer_lists(reader), model)
     checkpoints.restore(training.make_checkpoint(model), model,
                         tf.train.latest_checkpoint(model_dir))
     assert int(model.optimizer.iterations.numpy()) == 5

@@ -21,8 +21,9 @@ def restore(checkpoint, model, path):
     """Restore ``checkpoint`` (a ``tf.train.Checkpoint`` of ``model``, its optimizer
     and the objective's) from ``path``, every saved object matched to the model."""
     reader = tf.train.load_checkpoint(path)
-    if _is_per_layer_flow(reader, model):
-        _restore_per_layer_flow(reader, model, path)
+    lists = _optimizer_lists(reader) if getattr(model.prior, "is_decoupled", False) else None
+    if _is_per_layer_flow(lists, model):
+        _restore_per_layer_flow(reader, lists, model, path)
     else:
         checkpoint.restore(path).assert_existing_objects_matched()
 
@@ -76,10 +77,11 @@ def _old_count(model):
     return sum(net.num_blocks * 2 * (len(net.dims) - 1) * 2 for net in nets)
 
 
-def _is_per_layer_flow(reader, model):
+def _is_per_layer_flow(lists, model):
+    """Whether the saved optimizer lists (:func:`_optimizer_lists`) hold the flow per
+    layer: as many more variables as the per-layer layout has over the stacked one."""
     if not getattr(model.prior, "is_decoupled", False):
         return False
-    lists = _optimizer_lists(reader)
     span = _flow_range(model)
     if lists is None or span is None:
         return False
@@ -88,12 +90,11 @@ def _is_per_layer_flow(reader, model):
     return saved != now and saved - _old_count(model) == now - span[1]
 
 
-def _restore_per_layer_flow(reader, model, path):
+def _restore_per_layer_flow(reader, lists, model, path):
     """Everything but the VAE optimizer's lists by the object graph; the optimizer's
     variables and moments by position, the flow's stacked from its per-layer values."""
     start, count = _flow_range(model)
     old = _old_count(model)
-    lists = _optimizer_lists(reader)
     # 1. The networks (their own tracked paths) and the objective's optimizers through
     #    the object graph; the VAE optimizer's lists (positional) are set below.
     networks = {name: getattr(model, name) for name in ("encoder", "decoder", "likelihood")}
