@@ -39,7 +39,9 @@ process and on every server. ``seed = -1`` draws a fresh seed per request.
 Input specs are deliberately of unknown shape: the checks below then run *in the
 graph*, where TF Serving (which does not compare a request's shape with the signature)
 also runs them, and a wrong rank or width fails with an ``InvalidArgumentError`` that
-names the expected shape instead of a shape error deep inside a matmul. Scalars may
+names the expected shape instead of a shape error deep inside a matmul. A NaN or Inf
+in ``z``, ``z0`` or ``x`` fails the same way, naming the input (the networks would
+otherwise return finite, plausible-looking outputs: ReLU maps NaN to 0). Scalars may
 also be sent as one-element vectors, which is what TF Serving's row ("instances")
 request format produces.
 """
@@ -96,8 +98,18 @@ def _scalar(value, name, description):
     return tf.reshape(_after([check], value), [])
 
 
+def _finite(value, name):
+    """``value`` checked to hold no NaN or Inf (a network would turn them into
+    plausible-looking outputs: ReLU maps NaN to 0)."""
+    bad = tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(value)), tf.int32))
+    check = _require(tf.equal(bad, 0), f"{name}: expected finite values; got NaN or "
+                     "Inf in this many elements:", bad)
+    return _after([check], value)
+
+
 def _batch_of(value, name, shape, description):
-    """``value`` checked to be [n, *shape]; the result has that static shape."""
+    """``value`` checked to be [n, *shape] and finite; the result has that static
+    shape."""
     rank = 1 + len(shape)
     actual = tf.shape(value)
     # actual[1:], padded and cut to len(shape): comparable whatever the rank.
@@ -107,7 +119,7 @@ def _batch_of(value, name, shape, description):
     dims = ", ".join(str(d) for d in shape)
     check = _require(ok, f"{name}: expected shape [n, {dims}] ({description}); got shape",
                      actual)
-    value = _after([check], value)
+    value = _finite(_after([check], value), name)
     value.set_shape([None] + list(shape))
     return value
 

@@ -32,7 +32,7 @@ import time  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from tf_dpvae import precision  # noqa: E402
+from tf_dpvae import checkpoint_files, precision  # noqa: E402
 from tf_dpvae.config import CONFIG_FILENAME, ModelConfig  # noqa: E402
 
 MODELS_CONFIG = "models.config"
@@ -43,6 +43,9 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CHECK_NUM_SAMPLES = 6
 CHECK_SEED = 1234
 CHECK_BATCH = 5
+# A staging directory untouched this long belongs to an export that was killed.
+STALE_STAGING_S = 6 * 3600
+_STAGING = re.compile(r"^\.export-\d+-(?:(\d+)-)?")
 
 
 class ExportError(ValueError):
@@ -55,24 +58,50 @@ def _say(message):
 
 # ---------------------------------------------------------------------- paths
 def find_checkpoint(model_dir):
-    """The latest checkpoint prefix in ``model_dir`` (TF's ``checkpoint`` state file).
+    """The newest checkpoint prefix in ``model_dir`` (its ``ckpt-N.index`` files).
 
-    Read without TensorFlow so that a bad ``--model_dir`` is reported at once.
+    Read without TensorFlow so that a bad ``--model_dir`` is reported at once; the
+    restore falls back past unreadable checkpoints
+    (:func:`tf_dpvae.checkpoints.restore_newest_valid`).
     """
-    state = os.path.join(model_dir, "checkpoint")
-    prefix = None
-    if os.path.exists(state):
-        with open(state) as f:
-            match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', f.read(), re.M)
-        if match:
-            prefix = match.group(1)
-            if not os.path.isabs(prefix):
-                prefix = os.path.join(model_dir, prefix)
-    if prefix is None or not os.path.exists(prefix + ".index"):
+    present = checkpoint_files.on_disk(model_dir)
+    if not present:
         raise ExportError(
             f"--model_dir={model_dir}: no checkpoint there (has training saved one yet? "
             "`python -m trainers.fit` writes ckpt-N at --checkpoint_every and at the end)")
-    return prefix
+    return present[0]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(export_base, max_age_s=STALE_STAGING_S):
+    """Remove the ``.export-<version>-<pid>-*`` staging directories of exports that
+    were killed (their process is gone; without a pid in the name: older than
+    ``max_age_s``); returns their paths."""
+    removed = []
+    if not os.path.isdir(export_base):
+        return removed
+    now = time.time()
+    for name in os.listdir(export_base):
+        path = os.path.join(export_base, name)
+        match = _STAGING.match(name)
+        if not match or not os.path.isdir(path):
+            continue
+        pid = match.group(1)
+        stale = (not _alive(int(pid)) if pid
+                 else now - os.path.getmtime(path) > max_age_s)
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def existing_versions(export_base):
@@ -271,17 +300,24 @@ def export(model_dir, export_base, version=None, overwrite=False, check=True,
     from tf_dpvae.training import restore_model
     try:
         model = restore_model(model_dir)
-    except (FileNotFoundError, AssertionError, tf.errors.OpError) as error:
+    except (ValueError, FileNotFoundError, AssertionError, tf.errors.OpError) as error:
         raise ExportError(f"--model_dir={model_dir}: could not restore the model "
                           f"({error})") from error
     module = ServingModule(model, max_samples or DEFAULT_MAX_SAMPLES)
     _say("tracing signatures")
     signatures = module.signatures()
 
-    os.makedirs(export_base, exist_ok=True)
+    try:
+        os.makedirs(export_base, exist_ok=True)
+        for path in remove_stale_staging(export_base):
+            _say(f"removed {path} (left by an export that was killed)")
+        staging = tempfile.mkdtemp(prefix=f".export-{version}-{os.getpid()}-",
+                                   dir=export_base)
+    except OSError as error:
+        raise ExportError(f"--export_base={export_base}: cannot write there "
+                          f"({error.strerror or error})") from None
     target = os.path.join(export_base, str(version))
-    # Not numeric, so TF Serving ignores it while it is being written.
-    staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=export_base)
+    # The staging directory is not numeric: TF Serving ignores it while it is written.
     try:
         saved = os.path.join(staging, "saved_model")
         _say(f"writing SavedModel version {version}")
@@ -291,7 +327,7 @@ def export(model_dir, export_base, version=None, overwrite=False, check=True,
         shutil.copy(os.path.join(model_dir, CONFIG_FILENAME), extra)
         with open(os.path.join(extra, "export.json"), "w") as f:
             json.dump({"model_dir": os.path.abspath(model_dir),
-                       "checkpoint": os.path.abspath(find_checkpoint(model_dir)),
+                       "checkpoint": os.path.abspath(model.restored_from),
                        "step": int(model.optimizer.iterations.numpy()),
                        "signatures": sorted(signatures),
                        "max_samples": module.max_samples,
@@ -304,6 +340,11 @@ def export(model_dir, export_base, version=None, overwrite=False, check=True,
                             graph_outputs(signatures, inputs))
             run_check(saved, reference, precision.export_tolerance(config.precision))
         _publish(saved, target, staging, overwrite)
+    except (OSError, tf.errors.OpError) as error:
+        text = (getattr(error, "message", None) or str(error)).strip().splitlines()
+        raise ExportError(f"--export_base={export_base}: writing the SavedModel failed "
+                          f"({type(error).__name__}: {text[0] if text else ''}); "
+                          "nothing was exported") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     config_path = write_models_config(export_base, name)

@@ -187,6 +187,7 @@ def test_only_serving_variables_are_exported(exports):
 
 
 def test_wrong_inputs_fail_in_the_graph_naming_the_expected_shape(exports):
+    """Wrong shapes, ranges and non-finite values: InvalidArgumentError naming the input."""
     loaded = tf.saved_model.load(exports["mnist_decoupled"].path)
     sigs = loaded.signatures
     bad = [
@@ -207,6 +208,20 @@ def test_wrong_inputs_fail_in_the_graph_naming_the_expected_shape(exports):
          "num_samples: expected an int32 number of samples"),
         ("sample", dict(num_samples=np.int32(2), seed=np.int64(-2)),
          "seed: expected a seed >= 0, or -1"),
+        # Non-finite values: the networks would return finite, plausible outputs.
+        ("decode", dict(z=np.array([[0, np.nan]], np.float32)),
+         "z: expected finite values"),
+        ("log_prior", dict(z=np.array([[np.inf, 0], [0, 0]], np.float32)),
+         "z: expected finite values"),
+        ("to_generation", dict(z=np.array([[-np.inf, 0]], np.float32)),
+         "z: expected finite values"),
+        ("to_representation", dict(z0=np.array([[np.nan, np.nan]], np.float32)),
+         "z0: expected finite values"),
+        ("sample_from_z0", dict(z0=np.array([[1, np.nan]], np.float32)),
+         "z0: expected finite values"),
+        ("encode", dict(x=np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, np.nan,
+                                   0.5).astype(np.float32)),
+         "x: expected finite values"),
     ]
     for name, inputs, message in bad:
         with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):

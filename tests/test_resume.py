@@ -4,6 +4,7 @@ Every test runs the trainer in subprocesses (see ``helpers``) on two moons.
 """
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -179,9 +180,15 @@ def _check_diverged_run(model_dir, code, out):
     assert match, message[0]
     bad_step = int(match.group(1))
     latest = tf.train.latest_checkpoint(model_dir)
+    if "No checkpoint before the divergence was verified" in message[0]:
+        assert latest is None and not glob.glob(os.path.join(model_dir, "ckpt-*.index"))
+        return
     assert latest is not None, "no checkpoint kept"
-    assert _checkpoint_step(latest) < bad_step
+    # Its own loss (computed at the next step, checked every step here) was finite.
+    assert _checkpoint_step(latest) + 1 < bad_step
     assert latest in message[0]
+    for name in os.listdir(os.path.join(model_dir, "diverged")):
+        assert int(re.match(r"ckpt-(\d+)\.", name).group(1)) + 1 >= bad_step, name
     model = restore_model(model_dir)
     bad = [v.path for v in model.weights if not np.all(np.isfinite(v.numpy()))]
     assert not bad, f"{latest} holds non-finite weights: {bad[:5]}"
@@ -189,11 +196,17 @@ def _check_diverged_run(model_dir, code, out):
 
 def test_divergence_exits_3_and_keeps_a_finite_checkpoint(tmp_path):
     # Adam's first step moves every weight by about the learning rate: at 1e30 the
-    # weights of step 1 are still finite (and checkpointed), the loss of step 2 is not.
+    # weights of step 11 are still finite, the loss computed on them (step 12) is not:
+    # ckpt-11 is set aside, ckpt-10 kept.
     model_dir = str(tmp_path / "nan")
-    code, out = helpers.run_fit(model_dir, regularizer="beta_h", prior="decoupled",
-                                learning_rate=1e30, checkpoint_every=1, train_steps=100)
+    flags = dict(regularizer="beta_h", prior="decoupled", checkpoint_every=1)
+    code, out = helpers.run_fit(model_dir, learning_rate=1e-3, train_steps=10, **flags)
+    assert code == 0, helpers.tail(out)
+    code, out = helpers.run_fit(model_dir, learning_rate=1e30, train_steps=100, **flags)
     _check_diverged_run(model_dir, code, out)
+    assert _checkpoint_step(tf.train.latest_checkpoint(model_dir)) == 10
+    assert sorted(os.listdir(os.path.join(model_dir, "diverged"))) == [
+        "ckpt-11.data-00000-of-00001", "ckpt-11.index"]
 
 
 @pytest.mark.slow

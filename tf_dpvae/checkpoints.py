@@ -8,24 +8,111 @@ checkpoint of the current layout as it is, an older one by moving its flow value
 their Adam moments) into the stacked variables. Nothing else changed between the two
 layouts, and the old model computes exactly what the converted one does (tested on a
 checkpoint written by ef95237, ``tests/data/legacy_flow_ef95237``).
+
+:func:`restore_newest_valid` is what every command uses on a model directory: the
+newest checkpoint that reads back whole, the unreadable ones skipped (and, when
+training, moved aside) with a line on stderr saying which and why, and a model that
+does not match its checkpoint refused (:class:`CheckpointError`).
 """
+
+import sys
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from tf_dpvae import checkpoint_files
+
 _VALUE = "VARIABLE_VALUE"
+_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint, or one that holds another model (a user error)."""
+
+
+def _stderr(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def unreadable(prefix):
+    """Why the checkpoint at ``prefix`` cannot be read back whole (a short reason), or
+    None. Every tensor is read, so the shards' CRC32C checksums are verified: bit
+    flips, truncated or missing data files and a damaged index are all found here."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        keys = set(reader.get_variable_to_shape_map()) | {_GRAPH_KEY}
+        for key in sorted(keys):
+            reader.get_tensor(key)
+    except Exception as error:  # noqa: BLE001 (TF raises many kinds for one cause)
+        text = (getattr(error, "message", None) or str(error)).strip()
+        return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
+    return None
+
+
+def restore_newest_valid(checkpoint, model, model_dir, *, move_unreadable=False,
+                         say=_stderr):
+    """Restore the newest readable checkpoint of ``model_dir``; returns its prefix, or
+    None if the directory has no checkpoint at all.
+
+    The checkpoints are the ``ckpt-N.index`` files on disk (the state file is only
+    reported when it disagrees, :mod:`tf_dpvae.checkpoint_files`). Unreadable ones are
+    skipped, each with a line through ``say``; with ``move_unreadable`` (training)
+    they are moved into ``corrupt/`` and the state file is rewritten from what
+    remains. Raises :class:`CheckpointError` when checkpoints exist but none is
+    readable, or when the newest readable one holds a different model.
+    """
+    problem = checkpoint_files.state_problem(model_dir)
+    present = checkpoint_files.on_disk(model_dir)
+    if problem:
+        say(f"{problem}; using the {len(present)} checkpoint(s) found as ckpt-N.index "
+            "files")
+    skipped, restored = [], None
+    for prefix in present:
+        reason = unreadable(prefix)
+        if reason is None:
+            restore(checkpoint, model, prefix)
+            restored = prefix
+            break
+        skipped.append(prefix)
+        where = ""
+        if move_unreadable:
+            where = f"; moved to {checkpoint_files.quarantine(prefix)}"
+        say(f"skipped checkpoint {prefix}: unreadable ({reason}){where}")
+    if move_unreadable and (skipped or problem):
+        checkpoint_files.write_state(model_dir, [p for p in present if p not in skipped])
+    if restored is None and skipped:
+        raise CheckpointError(
+            f"--model_dir={model_dir}: none of its {len(skipped)} checkpoint(s) is "
+            "readable (see above); nothing was restored. To start over, use a new "
+            "--model_dir")
+    return restored
 
 
 def restore(checkpoint, model, path):
     """Restore ``checkpoint`` (a ``tf.train.Checkpoint`` of ``model``, its optimizer
-    and the objective's) from ``path``, every saved object matched to the model."""
+    and the objective's) from ``path``.
+
+    Every object saved in the checkpoint must find its place in the model and every
+    variable of the model must get a value (``assert_consumed``); otherwise the
+    checkpoint is of another model and :class:`CheckpointError` says so (the legacy
+    flow layout is converted instead).
+    """
     reader = tf.train.load_checkpoint(path)
     lists = _optimizer_lists(reader) if getattr(model.prior, "is_decoupled", False) else None
     if _is_per_layer_flow(lists, model):
         _restore_per_layer_flow(reader, lists, model, path)
-    else:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        return
+    status = checkpoint.restore(path)
+    try:
+        status.assert_consumed()
+    except AssertionError as error:
+        status.expect_partial()
+        first = str(error).splitlines()[0][:300]
+        raise CheckpointError(
+            f"{path} holds a different model than the one configured ({first}); "
+            "check that config.json and the flags describe the model that was "
+            "trained there") from None
 
 
 def _graph(reader):

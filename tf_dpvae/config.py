@@ -1,4 +1,9 @@
-"""ModelConfig: everything needed to rebuild a trained model, saved as JSON."""
+"""ModelConfig: everything needed to rebuild a trained model, saved as JSON.
+
+``config.json`` holds the fields and a ``history``: one entry per training run in the
+directory (the step it started from, the step it trained to, the settings that only
+steer training, :func:`steering_fields`, and those of them that changed).
+"""
 
 import dataclasses
 import json
@@ -8,6 +13,10 @@ from tf_dpvae import datasets, objectives, priors
 from tf_dpvae.objectives import paper_config_weights
 
 CONFIG_FILENAME = "config.json"
+HISTORY_KEY = "history"
+# ModelConfig fields that steer training without defining the model (besides the
+# settings declared with ``steers_training``).
+STEERING = ("learning_rate",)
 
 # The paper's batch size per dataset (Appendix C; two moons as MNIST): the B of the
 # conversion of Table 2's weights to our per-example loss (tf_dpvae/objectives/).
@@ -61,37 +70,82 @@ class _ModelConfigBase:
     def is_points(self):
         return self.data_kind == datasets.POINTS
 
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    def to_json(self, history=()):
+        values = dataclasses.asdict(self)
+        if history:
+            values[HISTORY_KEY] = list(history)
+        return json.dumps(values, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values):
+        values = {k: v for k, v in values.items() if k != HISTORY_KEY}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown model config keys: {unknown}")
-        values = dict(values)
         if "input_shape" in values:
             values["input_shape"] = tuple(values["input_shape"])
         return cls(**values)
 
-    def save(self, model_dir):
+    def save(self, model_dir, history=None):
+        """Write ``config.json`` atomically; ``history`` None keeps the file's."""
         os.makedirs(model_dir, exist_ok=True)
         path = os.path.join(model_dir, CONFIG_FILENAME)
+        if history is None:
+            history = load_history(model_dir)
         with open(path + ".tmp", "w") as f:
-            f.write(self.to_json())
+            f.write(self.to_json(history))
         os.replace(path + ".tmp", path)
         return path
 
     @classmethod
     def load(cls, model_dir):
-        path = os.path.join(model_dir, CONFIG_FILENAME)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"--model_dir={model_dir}: no {CONFIG_FILENAME} there; train a model with "
-                "`python -m trainers.fit --model_dir=...` first")
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """The config saved in ``model_dir``; FileNotFoundError if there is none,
+        ValueError naming the file if it cannot be read as a config."""
+        values = _read(model_dir)
+        try:
+            return cls.from_dict(values)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{os.path.join(model_dir, CONFIG_FILENAME)}: not a model "
+                             f"config ({error})") from None
+
+    def steering(self):
+        """{field: value} of the fields that only steer training."""
+        return {name: getattr(self, name) for name in steering_fields()}
+
+
+def _read(model_dir):
+    path = os.path.join(model_dir, CONFIG_FILENAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"--model_dir={model_dir}: no {CONFIG_FILENAME} there; train a model with "
+            "`python -m trainers.fit --model_dir=...` first")
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); restore it from a copy, "
+                         "or train into a new --model_dir") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: not a model config (a JSON object expected)")
+    return values
+
+
+def load_history(model_dir):
+    """config.json's training history (a list; empty without a readable file)."""
+    try:
+        history = _read(model_dir).get(HISTORY_KEY, [])
+    except (FileNotFoundError, ValueError):
+        return []
+    return history if isinstance(history, list) else []
+
+
+def steering_fields():
+    """ModelConfig fields that steer training and may change on resume:
+    :data:`STEERING` and every setting declared with ``steers_training``."""
+    declared = [spec.config_name for _, spec in objectives.all_settings()
+                + priors.all_settings() if spec.steers_training]
+    return tuple(STEERING) + tuple(declared)
 
 
 def _settings_fields():

@@ -572,6 +572,17 @@ def _load_tfds(name: str, data_dir: str | None, *, download: bool,
             "--data_source=tfds on a machine with network access, or prepare "
             f"the dataset elsewhere with `tfds build {name} --data_dir=DIR` "
             "and pass --data_dir=DIR.") from err
+    except Exception as err:  # noqa: BLE001 (network, HTTP, checksum, disk: all one fate)
+        if not download:
+            raise
+        removed = _remove_download_leftovers(name, data_dir)
+        text = str(err).strip().splitlines()
+        raise DatasetUnavailableError(
+            f"TFDS could not download and prepare {name} "
+            f"({type(err).__name__}: {text[0][:300] if text else ''})"
+            f"{'; removed its partial files' if removed else ''}. Check the network "
+            "access, or prepare the dataset elsewhere with "
+            f"`tfds build {name} --data_dir=DIR` and pass --data_dir=DIR.") from None
     if with_labels:
         fn = lambda example: (preprocess(example),  # noqa: E731
                               tf.cast(example["label"], tf.int64))
@@ -585,6 +596,30 @@ def _load_tfds(name: str, data_dir: str | None, *, download: bool,
               for split, ds in zip(splits, datasets)]
     return _make_dataset(name, *mapped, *counts, source=f"tfds:{name}",
                          with_labels=with_labels)
+
+
+def _remove_download_leftovers(name: str, data_dir: str | None) -> list:
+    """Remove what a failed TFDS download of ``name`` leaves: ``*.tmp.*`` files in
+    ``<root>/downloads/<name>/`` and ``<root>/<name>/incomplete.*`` directories (and
+    the folders that leaves empty); finished downloads and prepared versions stay."""
+    import glob
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    root = tfds.builder(name, data_dir=data_dir).data_dir_root
+    removed = glob.glob(os.path.join(glob.escape(root), "downloads", name, "*.tmp.*"))
+    for path in removed:
+        os.remove(path)
+    for path in glob.glob(os.path.join(glob.escape(root), name, "incomplete.*")):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    for folder in (os.path.join(root, "downloads", name), os.path.join(root, name)):
+        try:
+            os.rmdir(folder)           # only if empty
+        except OSError:
+            pass
+    return removed
 
 
 def _split_size(info, split: str, ds: tf.data.Dataset) -> int:

@@ -24,6 +24,9 @@ class Setting:
     lower_bound:       the flag's lower bound.
     scales_with_steps: a number of training steps (a schedule's length): the study
                        compresses it with the budget.
+    steers_training:   only steers training (a learning rate), it does not define the
+                       model: a run may resume with another value (config.json's
+                       ``history`` records the change) instead of being refused.
     """
 
     config_name: str
@@ -35,6 +38,7 @@ class Setting:
     search: tuple | None = None
     lower_bound: float | None = None
     scales_with_steps: bool = False
+    steers_training: bool = False
 
     @property
     def per_dataset(self):

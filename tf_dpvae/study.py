@@ -191,9 +191,9 @@ def run_one(spec, budget, out, base_configs, *, base_args=(), data_dir=None,
     ``base_args`` the command-line arguments that give it (for the record's command).
     """
     import keras
-    import tensorflow as tf
 
     from tf_dpvae import callbacks as cbs
+    from tf_dpvae import checkpoint_files
     from tf_dpvae import evaluation, training
 
     directory = spec.directory(out)
@@ -205,8 +205,8 @@ def run_one(spec, budget, out, base_configs, *, base_args=(), data_dir=None,
     record = {"run": spec.name, **dataclasses.asdict(spec), "budget": budget.name,
               "train_steps": train_config.train_steps, "flags": args,
               "command": "python -m trainers.fit " + " ".join(args)}
-    latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
-    record["resumed_from_step"] = int(latest.rsplit("-", 1)[1]) if latest else 0
+    present = checkpoint_files.on_disk(directory)
+    record["resumed_from_step"] = checkpoint_files.step_of(present[0]) if present else 0
     keras.backend.clear_session()
     started = time.time()
     try:

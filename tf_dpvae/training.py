@@ -20,9 +20,9 @@ import tensorflow as tf
 from absl import logging
 
 from tf_dpvae import callbacks as cbs
-from tf_dpvae import checkpoints
+from tf_dpvae import checkpoint_files, checkpoints, locks
 from tf_dpvae import data as data_lib
-from tf_dpvae.config import ModelConfig
+from tf_dpvae.config import CONFIG_FILENAME, ModelConfig, load_history, steering_fields
 from tf_dpvae.model import DpVAE
 from tf_dpvae.optimizers import Adam
 
@@ -73,17 +73,46 @@ def is_chief(strategy):
 
 
 def check_resume_compatible(model_dir, config):
-    """A reused --model_dir must hold a model with the same configuration."""
+    """A reused --model_dir must hold a model with the same configuration.
+
+    Settings that define the model (architecture, prior, regularizer and its weights,
+    seed...) must be those saved in config.json; those that only steer training
+    (:func:`tf_dpvae.config.steering_fields`: the learning rates) may change. Returns
+    ``{field: [saved, now]}`` of the steering settings that changed. A directory with
+    checkpoints but no config.json is refused: the model they hold is unknown.
+    """
     try:
         saved = ModelConfig.load(model_dir)
     except FileNotFoundError:
-        return
+        if checkpoint_files.on_disk(model_dir):
+            raise checkpoints.CheckpointError(
+                f"--model_dir={model_dir} has checkpoints but no {CONFIG_FILENAME}, so "
+                "which model they hold is unknown; put its config.json back (an export "
+                f"keeps a copy in <version>/assets.extra/{CONFIG_FILENAME}) or train "
+                "into a new --model_dir") from None
+        return {}
     old, new = dataclasses.asdict(saved), dataclasses.asdict(config)
-    diffs = [f"--{k}: saved {old[k]!r}, now {new[k]!r}" for k in old if old[k] != new[k]]
+    steering = set(steering_fields())
+    diffs = [f"--{k}: saved {old[k]!r}, now {new[k]!r}" for k in old
+             if old[k] != new[k] and k not in steering]
     if diffs:
         raise ValueError(f"--model_dir={model_dir} holds a model trained with other "
                          f"settings ({'; '.join(diffs)}); use a new --model_dir to train "
                          "this one")
+    return {k: [old[k], new[k]] for k in sorted(steering) if old[k] != new[k]}
+
+
+def prepare_model_dir(model_dir):
+    """Create ``model_dir`` if needed; ValueError naming it if it cannot hold a model."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir}: exists and is not a directory")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--model_dir={model_dir}: cannot create it "
+                         f"({error.strerror or error})") from None
+    if not os.access(model_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--model_dir={model_dir}: not writable")
 
 
 def build_model(config, strategy=None, steps_per_execution=1):
@@ -136,14 +165,23 @@ def make_checkpoint(model):
     return tf.train.Checkpoint(**parts)
 
 
+def apply_learning_rates(model):
+    """The learning rates of ``model.config`` into its optimizers (a restore brings
+    back those saved with the checkpoint)."""
+    model.optimizer.learning_rate = model.config.learning_rate
+    model.objective.apply_learning_rates()
+
+
 def restore_model(model_dir, strategy=None):
-    """Rebuild the model saved in ``model_dir`` (config.json + latest checkpoint)."""
+    """Rebuild the model saved in ``model_dir`` (config.json + its newest readable
+    checkpoint, :func:`tf_dpvae.checkpoints.restore_newest_valid`); the checkpoint's
+    prefix is ``model.restored_from``."""
     config = ModelConfig.load(model_dir)
     model = build_model(config, strategy)
-    latest = tf.train.latest_checkpoint(model_dir)
+    latest = checkpoints.restore_newest_valid(make_checkpoint(model), model, model_dir)
     if latest is None:
         raise FileNotFoundError(f"--model_dir={model_dir}: no checkpoint found")
-    checkpoints.restore(make_checkpoint(model), model, latest)
+    model.restored_from = latest
     return model
 
 
@@ -156,6 +194,17 @@ def train(model_config, train_config):
     tc = train_config
     strategy = make_strategy(tc.strategy)
     chief = is_chief(strategy)
+    if not chief:
+        return _train(model_config, tc, strategy, chief)
+    prepare_model_dir(tc.model_dir)
+    with locks.exclusive(tc.model_dir):
+        for path in checkpoint_files.remove_leftovers(tc.model_dir):
+            logging.warning("removed %s (left by an interrupted write)", path)
+        return _train(model_config, tc, strategy, chief)
+
+
+def _train(model_config, tc, strategy, chief):
+    """:func:`train` once the chief holds the model directory's lock."""
     dataset = data_lib.load(model_config.dataset, data_dir=tc.data_dir,
                             source=tc.data_source, seed=model_config.seed)
     if model_config.batch_size > dataset.num_train:
@@ -163,21 +212,36 @@ def train(model_config, train_config):
                          f"{dataset.num_train} training examples of {dataset.name}")
     config = dataclasses.replace(model_config, num_train=dataset.num_train,
                                  input_shape=tuple(dataset.element_shape))
-    check_resume_compatible(tc.model_dir, config)
-    os.makedirs(tc.model_dir, exist_ok=True)
-    if chief:
-        config.save(tc.model_dir)
+    changed = check_resume_compatible(tc.model_dir, config)
 
     model = build_model(config, strategy)
     checkpoint = make_checkpoint(model)
-    checkpoint_dir = tc.model_dir if chief else _worker_checkpoint_dir(
-        tc.model_dir, strategy.cluster_resolver.task_id)
+    if chief:
+        checkpoint_dir = tc.model_dir
+        restored = checkpoints.restore_newest_valid(checkpoint, model, tc.model_dir,
+                                                    move_unreadable=True)
+        corrupt = os.path.join(tc.model_dir, checkpoint_files.CORRUPT_DIRNAME)
+        if restored is None and os.path.isdir(corrupt) and os.listdir(corrupt):
+            raise checkpoints.CheckpointError(
+                f"--model_dir={tc.model_dir}: it has no readable checkpoint left (the "
+                f"unreadable ones are in {corrupt}); to train this model from step 0, "
+                f"delete {corrupt}, or use a new --model_dir")
+    else:
+        checkpoint_dir = _worker_checkpoint_dir(tc.model_dir,
+                                                strategy.cluster_resolver.task_id)
+        restored = checkpoints.restore_newest_valid(checkpoint, model, checkpoint_dir)
+    apply_learning_rates(model)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=tc.max_checkpoints)
-    if manager.latest_checkpoint:
-        checkpoints.restore(checkpoint, model, manager.latest_checkpoint)
-        logging.info("resumed from %s", manager.latest_checkpoint)
+    if restored:
+        logging.info("resumed from %s", restored)
     start_step = cbs.global_step(model)
+    if chief:
+        entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": start_step,
+                 "to_step": tc.train_steps, **config.steering()}
+        if changed:
+            entry["changed"] = changed
+        config.save(tc.model_dir, history=load_history(tc.model_dir) + [entry])
     if tc.strategy != "multi_worker":
         # Set before fit() makes its train function (compile would reset the optimizer).
         model.steps_per_execution = steps_per_execution(tc, start_step)
@@ -185,6 +249,9 @@ def train(model_config, train_config):
         print(f"tf_dpvae: {config.regularizer} / {config.prior} prior on {dataset.name} "
               f"({dataset.num_train} training examples, {dataset.source}); "
               f"steps {start_step} -> {tc.train_steps}; model_dir {tc.model_dir}", flush=True)
+        for name, (old, new) in changed.items():
+            print(f"tf_dpvae: --{name} changed from {old} to {new} at step {start_step} "
+                  f"(recorded in {CONFIG_FILENAME})", flush=True)
 
     guard = cbs.NaNGuard()
     callback_list = [guard, cbs.StopAtStep(tc.train_steps),
@@ -223,12 +290,12 @@ def train(model_config, train_config):
     if guard.bad_step is None and not cbs.weights_finite(model):
         guard.bad_step, guard.bad_logs = step, {"weights": "not finite"}
     if guard.bad_step is not None:
-        last = manager.latest_checkpoint or "none"
-        raise cbs.TrainingDivergedError(
-            f"training diverged at step {guard.bad_step} ({guard.bad_logs}; the loss "
-            f"is checked every {model.steps_per_execution} steps); "
-            f"training stopped. The last good checkpoint is "
-            f"kept: {last}. Lower --learning_rate or check the data.")
+        k = getattr(model, "steps_per_execution", 1) or 1
+        message = (f"training diverged at step {guard.bad_step} ({guard.bad_logs}; the "
+                   f"loss is checked every {k} steps); training stopped. ")
+        if chief:
+            message += _set_aside_unverified(tc.model_dir, guard.bad_step, k)
+        raise cbs.TrainingDivergedError(message)
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
         manager.save(checkpoint_number=step)
     if not chief:
@@ -248,6 +315,34 @@ def train(model_config, train_config):
     return summary
 
 
+def _set_aside_unverified(model_dir, bad_step, k):
+    """After a non-finite loss seen at ``bad_step`` (losses checked every ``k`` steps):
+    move into ``diverged/`` the checkpoints whose weights' own loss was not seen
+    finite, and say what is kept (the end of the NaN message).
+
+    The loss of step s is computed on the weights of checkpoint s − 1, and the check
+    at ``bad_step`` covers steps ``bad_step − k + 1 .. bad_step``: a checkpoint c is
+    verified only if c + 1 ≤ bad_step − k. The others may be exactly the weights that
+    diverged (an Adam step at a huge learning rate gives finite weights whose loss is
+    infinite), and resuming from them would diverge again whatever the learning rate.
+    """
+    present = checkpoint_files.on_disk(model_dir)
+    unverified = [p for p in present if checkpoint_files.step_of(p) + 1 > bad_step - k]
+    for prefix in unverified:
+        where = checkpoint_files.quarantine(prefix, checkpoint_files.DIVERGED_DIRNAME)
+    kept = [p for p in present if p not in unverified]
+    checkpoint_files.write_state(model_dir, kept)
+    moved = (f" ({', '.join(os.path.basename(p) for p in unverified)}, not verified, "
+             f"moved to {where})" if unverified else "")
+    if kept:
+        return (f"The last checkpoint whose loss was seen finite is kept: {kept[0]}"
+                f"{moved}; rerun with the same --model_dir and a lower --learning_rate "
+                "to continue from it, or check the data.")
+    return (f"No checkpoint before the divergence was verified{moved}; rerun with the "
+            "same --model_dir and a lower --learning_rate to start again from step 0, "
+            "or check the data.")
+
+
 def _worker_checkpoint_dir(model_dir, task_id):
     """A non-chief worker's own checkpoint directory, seeded with the chief's latest.
 
@@ -259,7 +354,9 @@ def _worker_checkpoint_dir(model_dir, task_id):
     path = os.path.join(model_dir, f"worker_tmp_{task_id}")
     shutil.rmtree(path, ignore_errors=True)
     tf.io.gfile.makedirs(path)
-    latest = tf.train.latest_checkpoint(model_dir)
+    readable = [p for p in checkpoint_files.on_disk(model_dir)
+                if checkpoints.unreadable(p) is None]
+    latest = readable[0] if readable else None
     if latest:
         for name in tf.io.gfile.glob(latest + ".*"):
             tf.io.gfile.copy(name, os.path.join(path, os.path.basename(name)))

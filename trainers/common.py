@@ -1,6 +1,7 @@
 """Flags shared by the command-line entry points, and their conversion to configs."""
 
 import dataclasses
+import re
 import sys
 
 from absl import flags
@@ -164,10 +165,40 @@ def configs_from_args(args):
     return model_config_from_flags(values), train_config_from_flags(values)
 
 
+# TensorFlow's errors for what the file system refused (a read-only or full disk, a
+# missing or unreadable file): the machine's fault, not the program's.
+_TF_FILE_ERRORS = ("PermissionDeniedError", "ResourceExhaustedError", "NotFoundError",
+                   "FailedPreconditionError", "DataLossError", "AlreadyExistsError")
+_OS_MESSAGES = ("No space left", "Read-only file system", "Permission denied",
+                "Not a directory", "Is a directory", "Disk quota exceeded")
+
+
+def os_error_line(error):
+    """One line for an error of the file system (``OSError`` or TF's file errors,
+    naming the path), or None for any other error."""
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}"
+    text = (getattr(error, "message", None) or "").strip()
+    name = type(error).__name__
+    if text and (name in _TF_FILE_ERRORS
+                 or (name == "UnknownError" and any(m in text for m in _OS_MESSAGES))):
+        # Graph errors start with "{{function_node <name>}} ": not the user's business.
+        return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text.splitlines()[0])[:500]
+    return None
+
+
 def exit_on_user_error(fn, *args, prog="tf_dpvae"):
-    """Run ``fn``; a bad flag, missing data or file ends the program with one line."""
+    """Run ``fn``; a bad flag, missing data or file, or a file system that refuses a
+    write ends the program with one line on stderr (exit code 2), no traceback."""
     try:
         return fn(*args)
     except (ValueError, FileNotFoundError, data_lib.DatasetUnavailableError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as error:  # noqa: BLE001 (re-raised unless the disk's fault)
+        line = os_error_line(error)
+        if line is None:
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
         sys.exit(2)

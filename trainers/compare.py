@@ -4,8 +4,9 @@
         --output_dir=runs/moons/compare
 
 Each DIR must hold ``eval/metrics.json`` (``python -m trainers.evaluate --model_dir=DIR``).
-The best (lowest) value of each column is in bold. Runs whose FIDs come from different
-feature extractors are refused: those numbers are not comparable.
+The best (lowest) value of each column is in bold. Runs of different datasets, and runs
+whose FIDs come from different feature extractors, are refused: those numbers are not
+comparable.
 """
 
 import os
@@ -36,10 +37,24 @@ def load_results(model_dirs):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{model_dir}: no eval/metrics.json; run "
                                     f"`python -m trainers.evaluate --model_dir={model_dir}`")
-        with open(path) as f:
-            result = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                result = json.load(f)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not valid JSON ({error}); rerun "
+                             f"`python -m trainers.evaluate --model_dir={model_dir}`") \
+                from None
+        if not isinstance(result, dict):
+            raise ValueError(f"{path}: not a metrics file (a JSON object expected)")
         result["model_dir"] = model_dir
         results.append(result)
+    datasets = {}
+    for r in results:
+        datasets.setdefault(str(r.get("dataset")), []).append(r["model_dir"])
+    if len(datasets) > 1:
+        which = "; ".join(f"{name}: {', '.join(dirs)}" for name, dirs in datasets.items())
+        raise ValueError(f"the runs are of different datasets ({which}); their metrics "
+                         "cannot be ranked in one table: compare runs of one dataset")
     extractors = {r.get("feature_extractor") for r in results if r.get("fid") is not None}
     if len(extractors) > 1:
         raise ValueError(f"the runs' FIDs come from different feature extractors "

@@ -12,6 +12,7 @@ TensorBoard events (train/, validation/) and samples.png into --model_dir.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,7 +44,7 @@ def main(argv):
     try:
         common.exit_on_user_error(run, prog="trainers.fit")
     except TrainingDivergedError as error:
-        print(f"trainers.fit: error: {error}", flush=True)
+        print(f"trainers.fit: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(3)
 
 

@@ -62,6 +62,8 @@ def check_settings():
     from tf_dpvae import search_space
     if FLAGS.tune_dir is None:
         raise ValueError("--tune_dir is required")
+    if os.path.exists(FLAGS.tune_dir) and not os.path.isdir(FLAGS.tune_dir):
+        raise ValueError(f"--tune_dir={FLAGS.tune_dir}: exists and is not a directory")
     if FLAGS.max_trials < 1:
         raise ValueError(f"--max_trials={FLAGS.max_trials}: run at least 1 trial")
     if FLAGS.trial_steps < 1:
@@ -73,11 +75,27 @@ def check_settings():
     base = common.model_config_from_flags()
     common.train_config_from_flags()
     params = search_space.build_space(base.regularizer, base.prior, FLAGS.search_space)
+    check_flag_bounds(params)
     # Every corner of the space must give a valid model (e.g. flow masks vs blocks).
     for p in params:
         for value in (p.min_value, p.max_value):
             common.validate_model_config(dataclasses.replace(base, **{p.name: p.cast(value)}))
     return base, params
+
+
+def check_flag_bounds(params, flag_values=FLAGS):
+    """Every searched range inside its flag's bounds (so that best.flags is accepted
+    by trainers.fit); ValueError naming the parameter and the bound."""
+    for p in params:
+        parser = flag_values[p.name].parser
+        low = getattr(parser, "lower_bound", None)
+        high = getattr(parser, "upper_bound", None)
+        if low is not None and p.min_value < low:
+            raise ValueError(f"--search_space: {p.name}={p.spec()}: the minimum is below "
+                             f"--{p.name}'s lower bound {low:g}")
+        if high is not None and p.max_value > high:
+            raise ValueError(f"--search_space: {p.name}={p.spec()}: the maximum is above "
+                             f"--{p.name}'s upper bound {high:g}")
 
 
 def make_tuner(base, params):
@@ -242,8 +260,15 @@ def write_trials_md(path, tuner, params):
 
 def run():
     base, params = check_settings()
-    from tf_dpvae import search_space
+    from tf_dpvae import locks
     os.makedirs(FLAGS.tune_dir, exist_ok=True)
+    with locks.exclusive(FLAGS.tune_dir, flag="--tune_dir"):
+        return _search(base, params)
+
+
+def _search(base, params):
+    """The search, once --tune_dir is held."""
+    from tf_dpvae import search_space
     say(f"{FLAGS.tuner} search of {[p.name + '=' + p.spec() for p in params]} "
         f"for {base.regularizer} / {base.prior} prior on {base.dataset}; objective "
         f"{FLAGS.objective}; up to {FLAGS.max_trials} trials in {FLAGS.tune_dir}")

@@ -67,7 +67,8 @@ def per_example(value, applied_to, batch_size):
 
 
 def setting(config_name, help, *, kind=float, paper=None, applied_to=None, default=None,
-            search=None, lower_bound=None, scales_with_steps=False):
+            search=None, lower_bound=None, scales_with_steps=False,
+            steers_training=False):
     """A dataclass field of an objective that is also a ModelConfig field and a flag.
 
     With ``paper`` and ``applied_to`` the default is the paper's value converted at
@@ -76,7 +77,7 @@ def setting(config_name, help, *, kind=float, paper=None, applied_to=None, defau
     if paper is not None and applied_to is not None:
         default = per_example(paper, applied_to, REFERENCE_BATCH_SIZE)
     spec = Setting(config_name, help, kind, paper, applied_to, default, search,
-                   lower_bound, scales_with_steps)
+                   lower_bound, scales_with_steps, steers_training)
     return dataclasses.field(default=default, metadata={_SETTING: spec})
 
 
@@ -192,6 +193,11 @@ class Objective:
     def optimizers(self):
         """{checkpoint name: optimizer} of the auxiliary networks."""
         return {}
+
+    def apply_learning_rates(self):
+        """Set the auxiliary optimizers' learning rates from this objective's settings
+        (after a restore, which brings back the values saved with the checkpoint: a
+        run resumed with a new ``steers_training`` setting must use the new one)."""
 
     def auxiliary_step(self, z, seed, replicas, update=True):
         """After a VAE update on codes ``z``: train the auxiliary networks (if

@@ -46,7 +46,7 @@ class FactorVAE(Objective):
                            applied_to=MEAN_WEIGHT, search=(1.0, 100.0, "log"))
     learning_rate: float = setting("discriminator_learning_rate",
                                    "the discriminator's Adam learning rate", default=1e-4,
-                                   lower_bound=0)
+                                   lower_bound=0, steers_training=True)
     name = "factor"
     DISPLAY = ("FactorVAE", "Factor-dpVAE")
     TERMS = ("loss", "reconstruction", "kl", "total_correlation")
@@ -73,6 +73,9 @@ class FactorVAE(Objective):
     @property
     def optimizers(self):
         return {"discriminator_optimizer": self.discriminator_optimizer}
+
+    def apply_learning_rates(self):
+        self.discriminator_optimizer.learning_rate = self.learning_rate
 
     def __call__(self, batch):
         terms = base_terms(batch)
