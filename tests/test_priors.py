@@ -37,7 +37,7 @@ def np_mlp(weights, x, final):
 
 def np_nets(prior, k, u_c, bound_shift=False):
     """Block k's (t(u_c), s(u_c)) in numpy from its weights."""
-    weights = prior.block_weights(k)
+    weights = prior.flow.block_weights(k)
     return (np_mlp(weights["shift"], u_c, np.tanh if bound_shift else (lambda a: a)),
             np_mlp(weights["log_scale"], u_c, np.tanh))
 
@@ -123,7 +123,7 @@ def test_log_det_matches_autodiff_jacobian(float64, latent_dim):
 def test_single_block_coupling_formula(float64, masks, mask):
     """y = b⊙u + (1−b)⊙(u⊙exp(s(b⊙u)) + t(b⊙u)), log-det Σ (1−b) s (DESIGN §1)."""
     prior = random_flow(4, seed=3, num_blocks=1, masks=masks)
-    np.testing.assert_array_equal(prior.masks[0], mask)
+    np.testing.assert_array_equal(prior.flow.masks[0], mask)
     b = np.array(mask, bool)
     u = np.random.default_rng(4).normal(size=(20, 4))
     shift, log_scale = np_nets(prior, 0, u[:, b])
@@ -141,7 +141,7 @@ def test_two_blocks_compose_in_order(float64):
     prior = random_flow(4, seed=5, num_blocks=2)
     u = np.random.default_rng(6).normal(size=(20, 4))
     y, total = u, np.zeros(len(u))
-    for k, mask in enumerate(prior.masks):
+    for k, mask in enumerate(prior.flow.masks):
         b = mask.astype(bool)
         shift, log_scale = np_nets(prior, k, y[:, b])
         y = y.copy()
@@ -156,14 +156,14 @@ def test_two_blocks_compose_in_order(float64):
 def test_coupling_net_is_the_documented_mlp(float64, bound_shift):
     """s, t: in→64→64→out, LeakyReLU(0.2), tanh on s (and on t with bound_shift)."""
     prior = random_flow(4, seed=7, num_blocks=1, bound_shift=bound_shift)
-    weights = prior.block_weights(0)
+    weights = prior.flow.block_weights(0)
     for kind in ("shift", "log_scale"):
         assert [k.shape for k, _ in weights[kind]] == [(2, 64), (64, 64), (64, 2)]
         assert [b.shape for _, b in weights[kind]] == [(64,), (64,), (2,)]
     # The two MLPs have their own weights.
     assert not np.allclose(weights["shift"][1][0], weights["log_scale"][1][0])
     x = np.random.default_rng(8).normal(size=(10, 2)) * 2.0
-    shift, log_scale = (v.numpy() for v in prior.shift_and_log_scale(0, tf.constant(x)))
+    shift, log_scale = (v.numpy() for v in prior.flow.shift_and_log_scale(0, tf.constant(x)))
     t_final = np.tanh if bound_shift else (lambda a: a)
     np.testing.assert_allclose(shift, np_mlp(weights["shift"], x, t_final), atol=1e-12)
     np.testing.assert_allclose(log_scale, np_mlp(weights["log_scale"], x, np.tanh),
@@ -274,11 +274,11 @@ def tfp_real_nvp_chain(prior):
     import tensorflow_probability as tfp
     tfb = tfp.bijectors
     blocks = []
-    for k, mask in enumerate(prior.masks):
+    for k, mask in enumerate(prior.flow.masks):
         conditioning, transformed = np.flatnonzero(mask), np.flatnonzero(1 - mask)
         order = np.concatenate([conditioning, transformed]).astype(np.int32)
         nvp = tfb.RealNVP(num_masked=len(conditioning),
-                          shift_and_log_scale_fn=lambda u, _w, k=k: prior.shift_and_log_scale(
+                          shift_and_log_scale_fn=lambda u, _w, k=k: prior.flow.shift_and_log_scale(
                               k, u))
         blocks.append(tfb.Chain([tfb.Permute(np.argsort(order).astype(np.int32)), nvp,
                                  tfb.Permute(order)]))
@@ -311,7 +311,7 @@ def test_coupling_nets_run_once_per_block_in_log_prob():
         tf.TensorSpec([None, 2], tf.float32)).graph
     matmuls = sum(op.type in ("MatMul", "_MklMatMul", "BatchMatMulV2", "BatchMatMulV3")
                   for op in graph.get_operations())
-    assert matmuls == len(prior.masks) * 3 == 18
+    assert matmuls == len(prior.flow.masks) * 3 == 18
 
 
 def test_blocks_of_different_shapes_get_their_own_variables():
@@ -321,9 +321,9 @@ def test_blocks_of_different_shapes_get_their_own_variables():
     assert [net.num_blocks for net in prior.nets] == [2, 2]
     assert [net.dims for net in prior.nets] == [[2, 64, 64, 3], [3, 64, 64, 2]]
     u = np.random.default_rng(16).normal(size=(8, 5))
-    for k, mask in enumerate(prior.masks):
+    for k, mask in enumerate(prior.flow.masks):
         b = mask.astype(bool)
-        got = [v.numpy() for v in prior.shift_and_log_scale(k, tf.constant(u[:, b],
+        got = [v.numpy() for v in prior.flow.shift_and_log_scale(k, tf.constant(u[:, b],
                                                                             tf.float32))]
         for a, e in zip(got, np_nets(prior, k, u[:, b])):
             np.testing.assert_allclose(a, e, atol=1e-5)

@@ -3,7 +3,7 @@
 Until 2026-12 (revision ef95237 and before) the decoupled prior stored each s and t
 MLP layer as its own Keras ``Dense`` (K blocks × 2 MLPs × (layers + 1) × (kernel,
 bias) variables, 72 for the paper's flow); it now stores the blocks of one shape
-stacked (:class:`tf_dpvae.priors.CouplingNets`). :func:`restore` loads either: a
+stacked (:class:`tf_dpvae.flows.realnvp.CouplingNets`). :func:`restore` loads either: a
 checkpoint of the current layout as it is, an older one by moving its flow values (and
 their Adam moments) into the stacked variables. Nothing else changed between the two
 layouts, and the old model computes exactly what the converted one does (tested on a
@@ -160,6 +160,8 @@ def _flow_range(model):
 
 
 def _old_count(model):
+    if getattr(model.prior.flow, "name_", None) != "realnvp":
+        return 0
     nets = getattr(model.prior, "nets", [])
     return sum(net.num_blocks * 2 * (len(net.dims) - 1) * 2 for net in nets)
 
@@ -167,7 +169,7 @@ def _old_count(model):
 def _is_per_layer_flow(lists, model):
     """Whether the saved optimizer lists (:func:`_optimizer_lists`) hold the flow per
     layer: as many more variables as the per-layer layout has over the stacked one."""
-    if not getattr(model.prior, "is_decoupled", False):
+    if not getattr(model.prior, "is_decoupled", False) or not _old_count(model):
         return False
     span = _flow_range(model)
     if lists is None or span is None:
@@ -220,8 +222,8 @@ def _stacked_values(prior, per_layer):
         for kernel, bias in zip(net.kernels, net.biases):
             targets[id(kernel)] = np.zeros(kernel.shape, kernel.dtype)
             targets[id(bias)] = np.zeros(bias.shape, bias.dtype)
-    for k in range(len(prior.masks)):
-        group, index = prior._slot[k]
+    for k in range(len(prior.flow.masks)):
+        group, index = prior.flow._slot[k]
         net = prior.nets[group]
         for which in range(2):                       # 0 = shift, 1 = log-scale
             for layer in range(layers):

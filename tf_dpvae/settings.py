@@ -24,6 +24,7 @@ class Setting:
     lower_bound:       the flag's lower bound.
     scales_with_steps: a number of training steps (a schedule's length): the study
                        compresses it with the budget.
+    choices:           the allowed values of a ``str`` setting (an enum flag).
     steers_training:   only steers training (a learning rate), it does not define the
                        model: a run may resume with another value (config.json's
                        ``history`` records the change) instead of being refused.
@@ -39,6 +40,7 @@ class Setting:
     lower_bound: float | None = None
     scales_with_steps: bool = False
     steers_training: bool = False
+    choices: tuple | None = None
 
     @property
     def per_dataset(self):
@@ -47,5 +49,8 @@ class Setting:
 
 
 def flag_kind(spec):
-    """The absl flag type of a setting: "integer", "float", "string" or "boolean"."""
+    """The absl flag type of a setting: "integer", "float", "string", "enum" or
+    "boolean"."""
+    if spec.choices:
+        return "enum"
     return {int: "integer", float: "float", str: "string", bool: "boolean"}[spec.kind]
