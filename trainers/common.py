@@ -73,7 +73,9 @@ def define_settings_flags(flag_values=FLAGS):
     converted = ("(default: Table 2 converted to the per-example loss at the dataset's "
                  "paper batch size, tf_dpvae/objectives/)")
     define = {"integer": flags.DEFINE_integer, "float": flags.DEFINE_float,
-              "string": flags.DEFINE_string, "boolean": flags.DEFINE_boolean}
+              "string": flags.DEFINE_string, "boolean": flags.DEFINE_boolean,
+              "enum": lambda name, default, help_text, **kw: flags.DEFINE_enum(
+                  name, default, list(spec.choices), help_text, **kw)}
     for variant, spec in objectives.all_settings() + priors.all_settings():
         kind = settings.flag_kind(spec)
         default = None if spec.per_dataset else getattr(_DEFAULTS, spec.config_name)
