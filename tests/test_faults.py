@@ -190,25 +190,27 @@ def test_all_checkpoints_unreadable_is_refused_and_not_restarted(model_dir):
     assert checkpoint_files.on_disk(str(model_dir)) == []
 
 
-def test_cli_with_every_checkpoint_unreadable_gives_one_line(model_dir):
+def test_evaluation_with_every_checkpoint_unreadable_is_refused(model_dir, capsys):
     for step in (10, 20, 30):
         open(_data_file(model_dir, step), "wb").write(b"\0" * 10)
-    code, out, err = _cli("trainers.evaluate", f"--model_dir={model_dir}",
-                          "--num_samples=100")
-    assert code == 2, err[-3000:]
-    assert "none of its 3 checkpoint" in _one_error_line(err, "trainers.evaluate")
-    assert err.count("skipped checkpoint") == 3
+    before = _files(model_dir)
+    with pytest.raises(checkpoints.CheckpointError, match="none of its 3 checkpoint"):
+        training.restore_model(str(model_dir))
+    assert capsys.readouterr().err.count("skipped checkpoint") == 3
+    assert _files(model_dir) == before
 
 
 # ------------------------------------------------------------ the wrong model
 def test_checkpoints_without_config_json_are_refused(model_dir):
     os.remove(os.path.join(model_dir, "config.json"))
     before = _files(model_dir)
-    code, _, err = helpers_fit(model_dir, prior="normal", train_steps=40)
-    assert code == 2
-    line = _one_error_line(err, "trainers.fit")
-    assert "config.json" in line and "has checkpoints" in line
-    assert _files(model_dir) == before            # nothing written, config.json included
+    with pytest.raises(checkpoints.CheckpointError,
+                       match="has checkpoints but no config.json"):
+        training.train(*_configs(model_dir, train_steps=40, prior="normal"))
+    after = _files(model_dir)
+    after.pop(locks.LOCK_FILENAME, None)
+    before.pop(locks.LOCK_FILENAME, None)
+    assert after == before            # nothing written, config.json included
 
 
 def helpers_fit(model_dir, **flags):
@@ -356,10 +358,9 @@ def test_a_file_in_place_of_the_model_dir_is_one_line(tmp_path):
     line = _one_error_line(err, "trainers.fit")
     assert f"--model_dir={path}: exists and is not a directory" in line
     # ... and a file where the directory's parent should be.
-    code, _, err = helpers_fit(path / "model", prior="normal", train_steps=10)
-    assert code == 2
-    assert f"--model_dir={path / 'model'}: cannot create it" in _one_error_line(
-        err, "trainers.fit")
+    with pytest.raises(ValueError, match=re.escape(f"--model_dir={path / 'model'}: "
+                                                   "cannot create it")):
+        training.prepare_model_dir(str(path / "model"))
 
 
 def test_os_errors_become_one_line_naming_the_path(capsys):
@@ -419,10 +420,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_loses_nothing(tiny_disk
 def test_a_file_in_place_of_the_export_base_and_tune_dir(model_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = _cli("export.saved_model", f"--model_dir={model_dir}",
-                        f"--export_base={blocker}")
-    assert code == 2
-    assert "exists and is not a directory" in _one_error_line(err, "export.saved_model")
+    from export import saved_model
+    with pytest.raises(saved_model.ExportError, match="exists and is not a directory"):
+        saved_model.validate(str(model_dir), str(blocker))
     code, _, err = _cli("trainers.tune", "--dataset=moons", "--regularizer=beta_h",
                         "--prior=normal", f"--tune_dir={blocker}", "--max_trials=1")
     assert code == 2
@@ -463,10 +463,10 @@ def test_compare_refuses_runs_of_different_datasets(tmp_path):
         (eval_dir / "metrics.json").write_text(json.dumps(
             {"model": "β-VAE-H", "dataset": dataset, "skl": 0.5}))
         dirs.append(str(tmp_path / name))
-    code, _, err = _cli("trainers.compare", *dirs)
-    assert code == 2
-    line = _one_error_line(err, "trainers.compare")
-    assert "different datasets" in line and "moons" in line and "mnist" in line
+    from trainers import compare
+    with pytest.raises(ValueError, match="different datasets") as info:
+        compare.load_results(dirs)
+    assert "moons" in str(info.value) and "mnist" in str(info.value)
 
 
 def test_tune_refuses_ranges_outside_the_flags_bounds(tmp_path):
