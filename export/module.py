@@ -32,6 +32,14 @@ name                   inputs                                       outputs
 ``x`` is E[x|z] in the data's range ([0, 1] for images, data units for two moons).
 For the standard normal prior g is the identity and ``log_det`` is 0.
 
+A post-hoc prior (``export.saved_model --posthoc_prior``, tf_dpvae/posthoc) is served in
+place of the model's own through the same signatures: a Gaussian mixture samples with
+its own stateless draw (k from ``[seed, 1]``, ε from ``[seed, 0]``; z0 = z, g the
+identity); the two-stage VAE's z0 is its stage-2 latent u ([n, U], U = L unless
+fitted otherwise) with z = D(u) and "g"(z) = μ(z). ``log_det`` is 0 for every prior
+that is not a bijection (the standard normal, the mixture, the two-stage VAE), and the
+two-stage prior's ``log_prob`` is its importance-weighted estimate.
+
 Sampling is stateless: ``z0 = stateless_normal([n, L], seed=[seed, 0])`` — the same
 draw as ``DpVAE.generate(n, seed=seed)`` — so a seed gives the same samples in every
 process and on every server. ``seed = -1`` draws a fresh seed per request.
@@ -124,6 +132,13 @@ def _batch_of(value, name, shape, description):
     return value
 
 
+def log_det_of(prior, z):
+    """log|det ∂g/∂z| of a prior's bijection g; 0 for a prior without one."""
+    if getattr(prior, "is_decoupled", False):
+        return prior.forward_and_log_det(z)[1]
+    return tf.zeros(tf.shape(z)[:1], z.dtype)
+
+
 class ServingModule:
     """Encoder, decoder, prior and likelihood of a trained DpVAE, with serving signatures.
 
@@ -143,6 +158,7 @@ class ServingModule:
             encoder=model.encoder, decoder=model.decoder, prior=model.prior,
             likelihood=model.likelihood)
         self._latent_dim = int(config.latent_dim)
+        self._base_dim = int(getattr(model.prior, "base_dim", config.latent_dim))
         self._data_shape = [int(d) for d in config.input_shape]
         self._max_samples = int(max_samples)
         self._x_description = ("points" if len(self._data_shape) == 1
@@ -172,7 +188,8 @@ class ServingModule:
     # ---------------------------------------------------------------- helpers
     def _z(self, z, name="z"):
         space = "generation space" if name == "z0" else "representation space"
-        return _batch_of(z, name, [self._latent_dim], f"float32 latent codes, {space}")
+        width = self._base_dim if name == "z0" else self._latent_dim
+        return _batch_of(z, name, [width], f"float32 latent codes, {space}")
 
     def _generate(self, z0):
         z = self.prior.to_representation(z0)
@@ -199,7 +216,12 @@ class ServingModule:
             shape=[2], minval=tf.constant(0, tf.int64),
             maxval=tf.constant(2 ** 62, tf.int64), seed=0, seed2=0)
         key = tf.where(seed >= 0, tf.stack([seed, tf.constant(0, tf.int64)]), fresh)
-        z0 = tf.random.stateless_normal(tf.stack([n, self._latent_dim]), seed=key)
+        if hasattr(self.prior, "draw_from_key"):     # a mixture: its own draw
+            z, z0 = self.prior.draw_from_key(n, key)
+            x = self.likelihood.mean(self.decoder(z, training=False))
+            return {"x": tf.identity(x, name="x"), "z": tf.identity(z, name="z"),
+                    "z0": tf.identity(z0, name="z0")}
+        z0 = tf.random.stateless_normal(tf.stack([n, self._base_dim]), seed=key)
         return self._generate(z0)
 
     def sample_from_z0(self, z0):
@@ -223,7 +245,7 @@ class ServingModule:
     def log_prior(self, z):
         """log p(z) = log N(g(z); 0, I) + log|det ∂g/∂z|, and the log-det alone."""
         z = self._z(z)
-        _, log_det = self.prior.forward_and_log_det(z)
+        log_det = log_det_of(self.prior, z)
         return {"log_prob": tf.identity(self.prior.log_prob(z), name="log_prob"),
                 "log_det": tf.identity(log_det, name="log_det")}
 

@@ -159,18 +159,20 @@ def validate(model_dir, export_base, version=None, overwrite=False, model_name=N
 
 
 # ---------------------------------------------------------------------- reference
-def reference_inputs(config):
-    """Fixed inputs for every signature (numpy), the same in every process."""
+def reference_inputs(config, base_dim=None):
+    """Fixed inputs for every signature (numpy), the same in every process (``base_dim``:
+    the width of z0 when the prior's base space is not L wide)."""
     import numpy as np
     rng = np.random.default_rng(0)
     latent = config.latent_dim
+    base = base_dim or latent
     shape = (CHECK_BATCH,) + tuple(config.input_shape)
     if config.is_points:
         x = rng.normal(size=shape).astype(np.float32)
     else:
         x = rng.uniform(size=shape).astype(np.float32)
     z = (1.5 * rng.normal(size=(CHECK_BATCH, latent))).astype(np.float32)
-    z0 = rng.normal(size=(CHECK_BATCH, latent)).astype(np.float32)
+    z0 = rng.normal(size=(CHECK_BATCH, base)).astype(np.float32)
     sample = {"num_samples": np.int32(CHECK_NUM_SAMPLES), "seed": np.int64(CHECK_SEED)}
     return {
         "serving_default": sample, "sample": dict(sample),
@@ -183,21 +185,26 @@ def keras_outputs(model, inputs):
     """What the in-memory Keras model computes for ``inputs``, through its own API."""
     import tensorflow as tf
 
+    from export.module import log_det_of
+
     def arrays(values):
         return {k: v.numpy() for k, v in values.items()}
 
     prior = model.prior
     n, seed = int(inputs["sample"]["num_samples"]), int(inputs["sample"]["seed"])
     x, z = model.generate(n, seed=seed, return_latents=True)
-    # DpVAE.generate draws z0 = stateless_normal([n, L], seed=[seed, 0]).
-    z0 = tf.random.stateless_normal([n, model.config.latent_dim], seed=[seed, 0])
+    if hasattr(prior, "draw"):      # a post-hoc prior: its own (z, z0)
+        z_drawn, z0 = prior.draw(n, seed=seed)
+        tf.debugging.assert_near(z_drawn, z)
+    else:   # DpVAE.generate draws z0 = stateless_normal([n, L], seed=[seed, 0]).
+        z0 = tf.random.stateless_normal([n, model.config.latent_dim], seed=[seed, 0])
     sample = arrays({"x": x, "z": z, "z0": z0})
 
     z0 = tf.constant(inputs["sample_from_z0"]["z0"])
     z_of_z0 = prior.to_representation(z0)
     z = tf.constant(inputs["decode"]["z"])
     mean, log_var = model.encode(tf.constant(inputs["encode"]["x"]))
-    _, log_det = prior.forward_and_log_det(z)
+    log_det = log_det_of(prior, z)
     return {
         "serving_default": sample, "sample": dict(sample),
         "sample_from_z0": arrays({"x": model.decode_mean(z_of_z0), "z": z_of_z0,
@@ -284,8 +291,10 @@ def run_check(saved_model_dir, reference_path, atol=1e-5):
 
 
 def export(model_dir, export_base, version=None, overwrite=False, check=True,
-           model_name=None, max_samples=None):
+           model_name=None, max_samples=None, posthoc_prior=None):
     """Export the model in ``model_dir`` to ``export_base/<version>``; returns that path.
+    With ``posthoc_prior`` (a kind fitted by ``trainers.fit_prior``) the model is served
+    with that prior in place of its own.
 
     Raises ExportError for user errors and failed checks; on any failure no version
     directory is left behind (an existing one replaced with ``overwrite`` survives).
@@ -303,6 +312,14 @@ def export(model_dir, export_base, version=None, overwrite=False, check=True,
     except (ValueError, FileNotFoundError, AssertionError, tf.errors.OpError) as error:
         raise ExportError(f"--model_dir={model_dir}: could not restore the model "
                           f"({error})") from error
+    if posthoc_prior:
+        from tf_dpvae import posthoc
+        try:
+            posthoc.attach(model, posthoc.load_for_model(model, model_dir, posthoc_prior))
+        except (ValueError, FileNotFoundError) as error:
+            raise ExportError(str(error)) from None
+        _say(f"serving the post-hoc prior {posthoc_prior!r} "
+             f"({posthoc.directory(model_dir, posthoc_prior)})")
     module = ServingModule(model, max_samples or DEFAULT_MAX_SAMPLES)
     _say("tracing signatures")
     signatures = module.signatures()
@@ -331,10 +348,13 @@ def export(model_dir, export_base, version=None, overwrite=False, check=True,
                        "step": int(model.optimizer.iterations.numpy()),
                        "signatures": sorted(signatures),
                        "max_samples": module.max_samples,
+                       "posthoc_prior": posthoc_prior,
+                       "prior_is_bijection": bool(getattr(model.prior, "is_bijection",
+                                                          True)),
                        "tensorflow": tf.__version__}, f, indent=2)
         if check:
             _say("checking: reloading in a fresh process, running every signature")
-            inputs = reference_inputs(config)
+            inputs = reference_inputs(config, getattr(model.prior, "base_dim", None))
             reference = os.path.join(staging, "reference.npz")
             write_reference(reference, inputs, keras_outputs(model, inputs),
                             graph_outputs(signatures, inputs))
@@ -390,6 +410,9 @@ def define_flags():
                         "URL (default: the basename of --model_dir).")
     flags.DEFINE_integer("max_samples", 10_000, "Largest num_samples the sample "
                          "signature accepts per request.", lower_bound=1)
+    flags.DEFINE_string("posthoc_prior", None, "Serve the post-hoc prior of this kind "
+                        "(gmm, flow or two_stage; fitted by trainers.fit_prior) in place "
+                        "of the model's own.")
 
 
 def main(argv):
@@ -399,7 +422,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # TF's INFO chatter while saving
     try:
         export(FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.overwrite,
-               FLAGS.check, FLAGS.model_name, FLAGS.max_samples)
+               FLAGS.check, FLAGS.model_name, FLAGS.max_samples, FLAGS.posthoc_prior)
     except ExportError as error:
         print(f"export.saved_model: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)

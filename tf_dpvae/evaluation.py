@@ -121,8 +121,11 @@ def evaluate(model, dataset, options, extractor=None):
         extractor = PointFeatures()
     if extractor is None and wanted & registry.needing_features():
         raise ValueError("FID needs a feature extractor (--feature_extractor)")
-    results = {"model": display_name(config), "regularizer": config.regularizer,
-               "prior": config.prior, "dataset": config.dataset,
+    posthoc = getattr(model, "posthoc_kind", None)
+    results = {"model": display_name(config) + (f" + {model.prior.title}" if posthoc
+                                                else ""),
+               "regularizer": config.regularizer, "prior": config.prior,
+               "posthoc_prior": posthoc, "dataset": config.dataset,
                "data_source": dataset.source, "seed": options.seed, "unavailable": {}}
     context = EvalContext(model, dataset, options, extractor, results)
     seconds = {}   # where the evaluation's time goes (shared parts go to the first user)
@@ -224,8 +227,12 @@ def save_figures(figs, directory):
 
 
 def evaluate_model_dir(model_dir, options, *, data_dir=None, data_source="auto",
-                       feature_extractor="auto", features_path=None, features_dir=None):
-    """Evaluate the latest checkpoint in ``model_dir`` and write ``<model_dir>/eval/``.
+                       feature_extractor="auto", features_path=None, features_dir=None,
+                       posthoc_prior=None):
+    """Evaluate the latest checkpoint in ``model_dir`` and write ``<model_dir>/eval/``
+    (with ``posthoc_prior``, a kind of :mod:`tf_dpvae.posthoc` fitted by
+    ``trainers.fit_prior``: the model with that prior in place of its own, written to
+    ``<model_dir>/posthoc/<kind>/eval/``).
 
     Restores the model, loads the dataset it was trained on, builds the FID feature
     extractor for images (when FID is among ``options.metrics``), runs
@@ -240,6 +247,11 @@ def evaluate_model_dir(model_dir, options, *, data_dir=None, data_source="auto",
     from tf_dpvae.training import restore_model
 
     model = restore_model(model_dir)
+    out = os.path.join(model_dir, "eval")
+    if posthoc_prior:
+        from tf_dpvae import posthoc
+        posthoc.attach(model, posthoc.load_for_model(model, model_dir, posthoc_prior))
+        out = os.path.join(posthoc.directory(model_dir, posthoc_prior), "eval")
     config = model.config
     dataset = data_lib.load(config.dataset, data_dir=data_dir, source=data_source,
                             seed=config.seed)
@@ -250,7 +262,6 @@ def evaluate_model_dir(model_dir, options, *, data_dir=None, data_source="auto",
                                             path=features_path, features_dir=features_dir)
     results, figs = evaluate(model, dataset, options, extractor)
     results["step"] = int(model.optimizer.iterations.numpy())
-    out = os.path.join(model_dir, "eval")
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "metrics.json"), results)
     with open(os.path.join(out, "table.md"), "w") as f:

@@ -72,19 +72,23 @@ def define_settings_flags(flag_values=FLAGS):
     """
     converted = ("(default: Table 2 converted to the per-example loss at the dataset's "
                  "paper batch size, tf_dpvae/objectives/)")
+    for variant, spec in objectives.all_settings() + priors.all_settings():
+        default = None if spec.per_dataset else getattr(_DEFAULTS, spec.config_name)
+        define_setting_flag(variant, spec, default, flag_values,
+                            extra_help=f" {converted}" if spec.per_dataset else "")
+
+
+def define_setting_flag(variant, spec, default, flag_values=FLAGS, extra_help=""):
+    """The flag of one declared setting (tf_dpvae/settings.py), its type, bounds and
+    choices from the declaration, its help prefixed by the variant."""
+    kind = settings.flag_kind(spec)
     define = {"integer": flags.DEFINE_integer, "float": flags.DEFINE_float,
               "string": flags.DEFINE_string, "boolean": flags.DEFINE_boolean,
               "enum": lambda name, default, help_text, **kw: flags.DEFINE_enum(
                   name, default, list(spec.choices), help_text, **kw)}
-    for variant, spec in objectives.all_settings() + priors.all_settings():
-        kind = settings.flag_kind(spec)
-        default = None if spec.per_dataset else getattr(_DEFAULTS, spec.config_name)
-        help_text = f"{variant}: {spec.help}" + (f" {converted}" if spec.per_dataset
-                                                 else "") + "."
-        bounds = ({"lower_bound": spec.lower_bound}
-                  if kind in ("integer", "float") else {})
-        define[kind](spec.config_name, default, help_text, flag_values=flag_values,
-                     **bounds)
+    bounds = {"lower_bound": spec.lower_bound} if kind in ("integer", "float") else {}
+    define[kind](spec.config_name, default, f"{variant}: {spec.help}{extra_help}.",
+                 flag_values=flag_values, **bounds)
 
 
 def define_train_flags(flag_values=FLAGS, model_dir_required=True):

@@ -4,6 +4,8 @@
 
 Writes into ``--model_dir``/eval: metrics.json, table.md (one row in the layout of the
 paper's Table 1), the figures as PNG, and TensorBoard scalars and images.
+``--posthoc_prior=gmm|flow|two_stage`` evaluates the model with a prior fitted after
+training (``trainers.fit_prior``) and writes ``--model_dir``/posthoc/<kind>/eval.
 """
 
 import os
@@ -14,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from tf_dpvae.metrics import registry as metric_registry  # noqa: E402
+from tf_dpvae.posthoc import registry as posthoc_registry  # noqa: E402
 from trainers import common, data_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -42,6 +45,9 @@ flags.DEFINE_string("features_dir", None, "Directory of trained classifiers.")
 data_flags.define(dataset_default=False)
 flags.DEFINE_integer("seed", 0, "Seed of every sample drawn.")
 flags.DEFINE_integer("batch_size", 500, "Batch size for encoding.", lower_bound=1)
+flags.DEFINE_enum("posthoc_prior", None, list(posthoc_registry.POSTHOC),
+                  "Evaluate with this post-hoc prior (fitted by trainers.fit_prior) in "
+                  "place of the model's own; writes --model_dir/posthoc/<kind>/eval.")
 
 
 def run():
@@ -58,7 +64,7 @@ def run():
     results, written, out = evaluation.evaluate_model_dir(
         FLAGS.model_dir, options, data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
         feature_extractor=FLAGS.feature_extractor, features_path=FLAGS.features_path,
-        features_dir=FLAGS.features_dir)
+        features_dir=FLAGS.features_dir, posthoc_prior=FLAGS.posthoc_prior)
     writer = tf.summary.create_file_writer(out)
     with writer.as_default(step=results["step"]):
         for key in ("fid", "fid_lp", "skl", "kl_pq", "kl_qp", "nll_nats", "nll_bits_per_dim"):

@@ -234,10 +234,16 @@ def sample_prior(prior, num_samples, seed, batch_size=16384):
     z0 = ``stateless_normal([num_samples, L], seed=[seed, 0])`` in the prior's dtype: the
     same draws as ``prior.sample(num_samples, seed)``, with g⁻¹ applied in batches and
     z0 returned too. Returns numpy arrays [num_samples, L]; z0 is exact (no round trip
-    g(g⁻¹)).
+    g(g⁻¹)). A post-hoc prior's base space may differ: the two-stage VAE's z0 is its u
+    (``prior.base_dim`` wide, z = D(u)); a mixture (``samples_through_base`` False)
+    samples with its own ``draw`` and z0 = z.
     """
+    if not getattr(prior, "samples_through_base", True):   # a mixture: its own draw
+        z, z0 = prior.draw(int(num_samples), seed=int(seed))
+        return np.asarray(z), np.asarray(z0)
     dtype = _prior_dtype(prior)
-    z0 = tf.random.stateless_normal([int(num_samples), int(prior.latent_dim)],
+    base_dim = int(getattr(prior, "base_dim", prior.latent_dim))
+    z0 = tf.random.stateless_normal([int(num_samples), base_dim],
                                     seed=[int(seed), 0], dtype=dtype).numpy()
     (z,) = _batched(lambda b: (prior.to_representation(tf.constant(b, dtype)).numpy(),),
                     z0, batch_size, False)

@@ -104,6 +104,10 @@ def compute(context):
                        seed=options.seed)
     results.update(skl=float(skl["skl"]), kl_pq=float(skl["kl_pq"]),
                    kl_qp=float(skl["kl_qp"]), skl_samples=options.skl_samples)
+    prior = context.model.prior
+    if not getattr(prior, "exact_log_prob", True):
+        results["skl_log_prob"] = (f"{prior.title}: log p(z) is an importance-weighted "
+                                   f"estimate with K = {prior.log_prob_samples}")
     if not math.isfinite(skl["skl"]):
         reason = (f"log p(z) − log q(z) is not finite at {skl['nonfinite_pq']} of the "
                   f"{options.skl_samples} samples of p(z) and {skl['nonfinite_qp']} of "

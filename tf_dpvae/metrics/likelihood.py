@@ -138,6 +138,11 @@ def compute(context):
     """Importance-sampled NLL of test examples (grey levels binarized once, with a
     fixed seed, for a Bernoulli image model)."""
     options, results, config = context.options, context.results, context.config
+    if not getattr(context.model.prior, "exact_log_prob", True):
+        context.unavailable("the prior's log p(z) is itself an importance-sampled bound "
+                            f"({context.model.prior.title}): log p(x) would be a bound "
+                            "of a bound", "nll_nats", "nll_bits_per_dim")
+        return
     x = data_lib.as_numpy(context.dataset.test, options.nll_max_examples)
     if config.likelihood == "bernoulli" and not config.is_points:
         x = fixed_binarization(x, seed=options.seed)
