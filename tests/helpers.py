@@ -27,6 +27,16 @@ def env(**extra):
     return values
 
 
+def run_module(module, *args, check=True, timeout=600):
+    """``python -m module args`` from the repository root; with ``check``, exit 0 is
+    asserted (the end of stderr shown otherwise)."""
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env(),
+                            capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def fit_command(model_dir, **flags):
     """``python -m trainers.fit`` with FAST_FLAGS overridden by ``flags``."""
     values = dict(FAST_FLAGS, model_dir=str(model_dir), **flags)

@@ -3,22 +3,13 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+import helpers
 
-
-def _run(module, *args, check=True):
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=ENV,
-                            capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+_run = helpers.run_module
 
 
 @pytest.fixture(scope="module")

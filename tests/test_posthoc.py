@@ -5,18 +5,16 @@ and the commands end to end (fit_prior → evaluate → export)."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import helpers
+
 from tf_dpvae import posthoc
 from tf_dpvae.posthoc import base
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 # A known 2-D mixture, far from N(0, I): three tight components.
 MEANS = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.5]])
@@ -208,12 +206,7 @@ def test_codes_split_examples_then_draw(monkeypatch):
 
 
 # ---------------------------------------------------------------- commands end to end
-def _run(module, *args, check=True):
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=ENV,
-                            capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+_run = helpers.run_module
 
 
 @pytest.fixture(scope="module")

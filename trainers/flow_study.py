@@ -21,30 +21,17 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import glob  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-
 from absl import app, flags  # noqa: E402
 
-from trainers import common  # noqa: E402
+from trainers import common, results_store  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("datasets", ["moons"], "Datasets (each needs trainers/configs/<name>/).")
+results_store.define_flags("runs/flow_study", "docs/results/flows", "finished run")
 flags.DEFINE_list("latent_dims", ["2"], "Latent sizes L for image datasets (two moons: "
                   "L = 2 only).")
 flags.DEFINE_list("flows", None, "Flows of the decoupled prior (default: all of "
                   "tf_dpvae.flows).")
 flags.DEFINE_string("regularizer", "beta_h", "The regularizer of every run.")
-flags.DEFINE_integer("seeds", 3, "Seeds 0 .. seeds-1.", lower_bound=1)
-flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "paper"], "As trainers.study.")
-flags.DEFINE_string("out", "runs/flow_study", "Run directories (checkpoints; not in git).")
-flags.DEFINE_string("store", "docs/results/flows", "The results store (in git): one JSON "
-                    "per finished run, and report.md.")
-flags.DEFINE_integer("jobs", 1, "Runs at the same time (one CPU thread each).",
-                     lower_bound=1)
-flags.DEFINE_string("features_dir", None, "Directory of trained FID classifiers.")
-flags.DEFINE_boolean("report_only", False, "Only rebuild report.md from the store.")
 
 STANDARD = "standard"
 METRICS = (("fid", "FID"), ("fid_lp", "FID (LP)"), ("skl", "sKL"), ("nll_nats", "NLL"),
@@ -76,11 +63,6 @@ def store_path(store, group, variant, seed):
     return os.path.join(store, group, f"{variant}_seed{seed}.json")
 
 
-def _scalars(metrics):
-    return {k: v for k, v in (metrics or {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def run(group, dataset, variant, prior, extra, seed, out, store, options):
     """Train and evaluate one run (resuming it), then record it in the store."""
     from tf_dpvae import study
@@ -93,34 +75,23 @@ def run(group, dataset, variant, prior, extra, seed, out, store, options):
                                        "train_seconds", "eval_seconds", "step",
                                        "steps_per_second", "command")}
     kept.update(group=group, dataset=dataset, variant=variant, seed=seed,
-                metrics=_scalars(record.get("metrics")))
-    path = store_path(store, group, variant, seed)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(kept, f, indent=2, sort_keys=True, allow_nan=False)
-    os.replace(path + ".tmp", path)
+                metrics=results_store.scalars(record.get("metrics")))
+    results_store.write_record(store_path(store, group, variant, seed), kept)
     return kept
 
 
 def _mean_sd(values):
-    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not values:
+    mean, sd, _ = results_store.mean_sd(values)
+    if mean is None:
         return "–"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.4g}"
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.4g} ± {sd:.2g}"
+    return f"{mean:.4g}" + (f" ± {sd:.2g}" if sd is not None else "")
 
 
 def report(store):
     """report.md from the store alone: per group, one row per variant (mean ± sd over
     seeds), training steps/s included."""
     from tf_dpvae import flows
-    records = []
-    for path in sorted(glob.glob(os.path.join(store, "*", "*.json"))):
-        with open(path) as f:
-            records.append(json.load(f))
+    records = results_store.read_records(store)
     lines = ["# The decoupled prior's flows against the standard prior", "",
              "Built by `python -m trainers.flow_study --report_only` from the records in "
              "this folder (one JSON per run, with its exact command). Cells: mean ± sample "
@@ -152,12 +123,6 @@ def report(store):
     return path
 
 
-def _worker_init(threads):
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
 def main_run():
     from tf_dpvae import flows
     flow_names = FLAGS.flows or list(flows.FLOWS)
@@ -172,24 +137,8 @@ def main_run():
     print(f"[flow_study] {len(todo)} run(s) to do; results into {FLAGS.store}", flush=True)
     options = dict(budget=FLAGS.budget, regularizer=FLAGS.regularizer,
                    features_dir=FLAGS.features_dir)
-    args = (FLAGS.out, FLAGS.store, options)
-    if FLAGS.jobs == 1:
-        for item in todo:
-            _done(run(*item, *args))
-        return
-    import concurrent.futures
-    import multiprocessing
-    threads = max(1, (os.cpu_count() or 1) // FLAGS.jobs)
-    with concurrent.futures.ProcessPoolExecutor(
-            FLAGS.jobs, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = [pool.submit(_run_item, item, args) for item in todo]
-        for future in concurrent.futures.as_completed(futures):
-            _done(future.result())
-
-
-def _run_item(item, args):
-    return run(*item, *args)
+    results_store.run_units(todo, run, (FLAGS.out, FLAGS.store, options), FLAGS.jobs,
+                            _done)
 
 
 def _done(record):

@@ -25,27 +25,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import glob  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
 import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from trainers import common  # noqa: E402
+from trainers import common, results_store  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("datasets", ["moons"], "Datasets (each needs trainers/configs/<name>/).")
+results_store.define_flags("runs/posthoc_study", "docs/results/posthoc", "finished column")
 flags.DEFINE_list("regularizers", None, "Regularizers (default: the paper's six).")
-flags.DEFINE_integer("seeds", 3, "Seeds 0 .. seeds-1.", lower_bound=1)
-flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "paper"], "As trainers.study.")
-flags.DEFINE_string("out", "runs/posthoc_study", "Model directories (not in git).")
-flags.DEFINE_string("store", "docs/results/posthoc", "The results store (in git): one "
-                    "JSON per finished column, and report.md.")
-flags.DEFINE_integer("jobs", 1, "Models at the same time (one CPU thread each).",
-                     lower_bound=1)
-flags.DEFINE_string("features_dir", None, "Directory of trained FID classifiers.")
-flags.DEFINE_boolean("report_only", False, "Only rebuild report.md from the store.")
 flags.DEFINE_integer("fit_max_steps", None, "Most optimizer steps of each post-hoc fit "
                      "(default: trainers.fit_prior's).", lower_bound=1)
 
@@ -72,18 +60,6 @@ def plan(datasets, regularizers, seeds):
 
 def store_path(store, dataset, regularizer, column, seed):
     return os.path.join(store, dataset, f"{regularizer}_{column}_seed{seed}.json")
-
-
-def _scalars(metrics):
-    return {k: v for k, v in (metrics or {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _write(path, record):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True, allow_nan=False)
-    os.replace(path + ".tmp", path)
 
 
 def _eval_flags(budget):
@@ -113,14 +89,14 @@ def run_unit(dataset, regularizer, prior, seed, columns, out, store, options):
                                            "train_seconds", "eval_seconds", "step",
                                            "steps_per_second", "command")}
         kept.update(where, column=plain, posthoc_prior=None,
-                    metrics=_scalars(record.get("metrics")))
-        _write(store_path(store, dataset, regularizer, plain, seed), kept)
+                    metrics=results_store.scalars(record.get("metrics")))
+        results_store.write_record(store_path(store, dataset, regularizer, plain, seed), kept)
         written.append(kept)
         if record.get("status") != "done":
             for column, kind in todo[1:]:
                 skipped = dict(where, column=column, posthoc_prior=kind,
                                status="skipped", message="the model diverged")
-                _write(store_path(store, dataset, regularizer, column, seed), skipped)
+                results_store.write_record(store_path(store, dataset, regularizer, column, seed), skipped)
                 written.append(skipped)
             return written
     else:   # the model's own record exists: make sure the model is there (resume)
@@ -147,29 +123,19 @@ def run_unit(dataset, regularizer, prior, seed, columns, out, store, options):
                            if k in ("components", "steps", "gamma", "num_train_codes",
                                     "draws_per_example")},
                       unavailable=results.get("unavailable"),
-                      metrics=_scalars(results),
+                      metrics=results_store.scalars(results),
                       command=(f"python -m trainers.fit_prior --model_dir={model_dir} "
                                f"--prior={kind} --seed={seed} --max_steps="
                                f"{fit_options.max_steps} && python -m "
                                f"trainers.evaluate --model_dir={model_dir} "
                                f"--posthoc_prior={kind} --seed={seed} "
                                + " ".join(_eval_flags(budget))))
-        _write(store_path(store, dataset, regularizer, column, seed), record)
+        results_store.write_record(store_path(store, dataset, regularizer, column, seed), record)
         written.append(record)
     return written
 
 
 # --------------------------------------------------------------------------- report
-def _mean_sd(values):
-    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not values:
-        return None, None, 0
-    mean = sum(values) / len(values)
-    sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-          if len(values) > 1 else None)
-    return mean, sd, len(values)
-
-
 def _cell(mean, sd, best):
     if mean is None:
         return "–"
@@ -182,10 +148,7 @@ def report(store):
     columns (mean ± sample sd over seeds; the lowest mean of a row in bold), then the
     seconds each column costs on top of training."""
     from tf_dpvae import objectives
-    records = []
-    for path in sorted(glob.glob(os.path.join(store, "*", "*.json"))):
-        with open(path) as f:
-            records.append(json.load(f))
+    records = results_store.read_records(store)
     titles = {"standard": "standard", "standard+gmm": "+ GMM",
               "standard+flow": "+ post-hoc flow", "standard+two_stage": "+ two-stage",
               "decoupled": "decoupled (joint)", "decoupled+flow": "decoupled + flow"}
@@ -213,7 +176,7 @@ def report(store):
                       "| regularizer | " + " | ".join(titles[c] for c in order) + " |",
                       "|---|" + "---|" * len(order)]
             for regularizer in regularizers:
-                stats = [_mean_sd([r["metrics"].get(key) for r in done(regularizer, c)])
+                stats = [results_store.mean_sd([r["metrics"].get(key) for r in done(regularizer, c)])
                          for c in order]
                 means = [m for m, _, _ in stats if m is not None]
                 best = min(means) if means else None
@@ -228,7 +191,7 @@ def report(store):
             for column in order:
                 finished = done(regularizer, column)
                 seconds = [r.get("fit_seconds", r.get("train_seconds")) for r in finished]
-                mean, _, n = _mean_sd(seconds)
+                mean, _, n = results_store.mean_sd(seconds)
                 cells.append("–" if mean is None else f"{mean:.0f} s (n={n})")
             lines.append(f"| {regularizer} | " + " | ".join(cells) + " |")
         shown = regularizers[-1]
@@ -246,16 +209,6 @@ def report(store):
 
 
 # --------------------------------------------------------------------------- main
-def _worker_init(threads):
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
-def _run_item(item, args):
-    return run_unit(*item, *args)
-
-
 def _done(records):
     for record in records:
         metrics = record.get("metrics") or {}
@@ -279,20 +232,8 @@ def main_run():
           f"{FLAGS.store}", flush=True)
     options = dict(budget=FLAGS.budget, features_dir=FLAGS.features_dir,
                    fit_max_steps=FLAGS.fit_max_steps)
-    args = (FLAGS.out, FLAGS.store, options)
-    if FLAGS.jobs == 1:
-        for unit in units:
-            _done(run_unit(*unit, *args))
-        return
-    import concurrent.futures
-    import multiprocessing
-    threads = max(1, (os.cpu_count() or 1) // FLAGS.jobs)
-    with concurrent.futures.ProcessPoolExecutor(
-            FLAGS.jobs, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = [pool.submit(_run_item, unit, args) for unit in units]
-        for future in concurrent.futures.as_completed(futures):
-            _done(future.result())
+    results_store.run_units(units, run_unit, (FLAGS.out, FLAGS.store, options),
+                            FLAGS.jobs, _done)
 
 
 def main(argv):

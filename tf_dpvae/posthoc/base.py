@@ -138,6 +138,37 @@ def split_codes(z, options):
     return z[train], z[held]
 
 
+class PosthocPrior(keras.layers.Layer):
+    """What the mixture and the two-stage VAE share (the post-hoc flow is a
+    :class:`~tf_dpvae.priors.DecoupledPrior`): float32, no closed-form KL, samples from
+    their own :meth:`draw` (``samples_through_base`` False), constructor arguments in
+    ``arguments()`` (stored in prior.json, and the Keras config)."""
+
+    is_decoupled = False            # no learned bijection g trained with the VAE
+    is_bijection = True             # to_representation(to_generation(z)) = z
+    samples_through_base = False    # samples come from draw(), not g⁻¹(N(0, I))
+    exact_log_prob = True
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def arguments(self):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {**super().get_config(), **self.arguments()}
+
+    def sample(self, num_samples, seed=None):
+        return self.draw(num_samples, seed)[0]
+
+    def analytic_kl(self, mean, log_var):
+        return None
+
+    def call(self, z):
+        return self.log_prob(z)
+
+
 class _DensityModel(keras.Model):
     """A Keras model whose output is a per-example loss (−log p, or a negative ELBO),
     so that ``fit`` with early stopping trains any density by maximum likelihood."""

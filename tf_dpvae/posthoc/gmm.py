@@ -31,13 +31,11 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 @keras.saving.register_keras_serializable(package="tf_dpvae")
-class GaussianMixturePrior(keras.layers.Layer):
+class GaussianMixturePrior(base.PosthocPrior):
     """p(z) = Σ_k π_k N(z; μ_k, L_k L_kᵀ): a post-hoc prior (module docstring)."""
 
     kind = "gmm"
     title = "GMM"
-    is_decoupled = False
-    samples_through_base = False
     SETTINGS = (
         Setting("components", "number of components K (0: chosen by held-out "
                 "log-likelihood)", kind=int, default=0, lower_bound=0),
@@ -46,7 +44,6 @@ class GaussianMixturePrior(keras.layers.Layer):
     )
 
     def __init__(self, latent_dim, num_components, **kwargs):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.latent_dim, self.num_components = int(latent_dim), int(num_components)
         k, dim = self.num_components, self.latent_dim
@@ -62,9 +59,6 @@ class GaussianMixturePrior(keras.layers.Layer):
 
     def arguments(self):
         return {"latent_dim": self.latent_dim, "num_components": self.num_components}
-
-    def get_config(self):
-        return {**super().get_config(), **self.arguments()}
 
     # ------------------------------------------------------------------ density
     def log_prob(self, z):
@@ -109,9 +103,6 @@ class GaussianMixturePrior(keras.layers.Layer):
         return (tf.gather(self.means, k)
                 + tf.einsum("nij,nj->ni", tf.gather(self.scale_tril, k), eps))
 
-    def sample(self, num_samples, seed=None):
-        return self.draw(num_samples, seed)[0]
-
     def to_generation(self, z):
         return tf.convert_to_tensor(z, self.compute_dtype)
 
@@ -121,12 +112,6 @@ class GaussianMixturePrior(keras.layers.Layer):
     def forward_and_log_det(self, z):
         z = tf.convert_to_tensor(z, self.compute_dtype)
         return z, tf.zeros(tf.shape(z)[:-1], z.dtype)
-
-    def analytic_kl(self, mean, log_var):
-        return None
-
-    def call(self, z):
-        return self.log_prob(z)
 
     # ------------------------------------------------------------------ fitting
     @classmethod

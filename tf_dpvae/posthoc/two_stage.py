@@ -63,14 +63,12 @@ class _SkipMLP(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tf_dpvae")
-class TwoStagePrior(keras.layers.Layer):
+class TwoStagePrior(base.PosthocPrior):
     """The stage-2 VAE as a prior over z (module docstring)."""
 
     kind = "two_stage"
     title = "two-stage VAE"
-    is_decoupled = False
     is_bijection = False       # to_representation(to_generation(z)) ≠ z
-    samples_through_base = False
     exact_log_prob = False
     SETTINGS = (
         Setting("stage2_latent_dim", "size U of u (0: the model's L)",
@@ -87,7 +85,6 @@ class TwoStagePrior(keras.layers.Layer):
 
     def __init__(self, latent_dim, stage2_latent_dim=0, hidden_units=256,
                  hidden_layers=3, log_prob_samples=64, sample_noise=True, **kwargs):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         self.u_dim = int(stage2_latent_dim) or self.latent_dim
@@ -113,9 +110,6 @@ class TwoStagePrior(keras.layers.Layer):
                 "hidden_units": self.hidden_units, "hidden_layers": self.hidden_layers,
                 "log_prob_samples": self.log_prob_samples,
                 "sample_noise": self.sample_noise}
-
-    def get_config(self):
-        return {**super().get_config(), **self.arguments()}
 
     # ------------------------------------------------------------------ pieces
     def posterior(self, z):
@@ -193,17 +187,8 @@ class TwoStagePrior(keras.layers.Layer):
             z = z + tf.exp(self.log_gamma) * eps
         return z, u
 
-    def sample(self, num_samples, seed=None):
-        return self.draw(num_samples, seed)[0]
-
     def forward_and_log_det(self, z):
         raise NotImplementedError("the two-stage prior is not a bijection")
-
-    def analytic_kl(self, mean, log_var):
-        return None
-
-    def call(self, z):
-        return self.log_prob(z)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
