@@ -86,5 +86,6 @@ def test_shared_flags_are_defined_once():
     for name in ("data_dir", "data_source", "dataset"):
         assert defined[name] == [os.path.join("trainers", "data_flags.py")], defined[name]
     # Every regularizer's and prior's settings are flags generated from the declarations.
-    for _, spec in objectives.all_settings() + priors.all_settings():
+    for _, spec in (objectives.all_settings() + priors.all_settings()
+                    + datasets.all_settings()):
         assert spec.config_name not in defined, (spec.config_name, defined[spec.config_name])

@@ -290,6 +290,7 @@ def test_two_stage_prior_exports_and_serves(moons_model, tmp_path):
     np.testing.assert_allclose(served["z0"].numpy(), u.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow   # 45–90 s; the commands it chains are tested above one by one
 def test_posthoc_study_records_each_column_once_and_reports(tmp_path):
     store, out = tmp_path / "store", tmp_path / "runs"
     args = ["--datasets=moons", "--regularizers=vae", "--seeds=1", "--budget=smoke",

@@ -113,3 +113,16 @@ def test_a_registered_metric_is_computed_and_tabulated():
             f"| {results['mean_code_norm']:.4g} |")
     finally:
         registry.REGISTRY.pop("code_norm")
+
+
+def test_built_in_metrics_keep_their_order_whatever_imported_them_first():
+    code = ("from tf_dpvae.metrics import likelihood, divergence\n"
+            "from tf_dpvae.metrics import registry\n"
+            "print(list(registry.metrics()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True,
+                 text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from tf_dpvae.metrics import registry
+    names = eval(out.stdout.strip().splitlines()[-1])   # noqa: S307 (our own list)
+    assert names == list(registry.metrics())
+    assert names.index("fid") < names.index("skl") < names.index("nll")

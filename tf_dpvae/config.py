@@ -70,6 +70,12 @@ class _ModelConfigBase:
     def is_points(self):
         return self.data_kind == datasets.POINTS
 
+    def dataset_options(self):
+        """{setting: value} of the dataset's own settings (what ``data.load`` passes
+        to its loader, e.g. dSprites' sub-grid and resolution)."""
+        return {spec.config_name: getattr(self, spec.config_name)
+                for spec in datasets.get(self.dataset).settings}
+
     def to_json(self, history=()):
         values = dataclasses.asdict(self)
         if history:
@@ -144,7 +150,8 @@ def steering_fields():
     """ModelConfig fields that steer training and may change on resume:
     :data:`STEERING` and every setting declared with ``steers_training``."""
     declared = [spec.config_name for _, spec in objectives.all_settings()
-                + priors.all_settings() if spec.steers_training]
+                + priors.all_settings() + datasets.all_settings()
+                if spec.steers_training]
     return tuple(STEERING) + tuple(declared)
 
 
@@ -153,7 +160,8 @@ def _settings_fields():
     defaults included."""
     taken = {f.name: "ModelConfig" for f in dataclasses.fields(_ModelConfigBase)}
     out = []
-    for variant, spec in objectives.all_settings() + priors.all_settings():
+    for variant, spec in (objectives.all_settings() + priors.all_settings()
+                          + datasets.all_settings()):
         if spec.config_name in taken:
             raise ValueError(f"{variant!r}: setting {spec.config_name!r} is already "
                              f"declared by {taken[spec.config_name]}")

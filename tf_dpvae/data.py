@@ -103,6 +103,9 @@ class Dataset:
         ``"gaussian"`` (moons, SVHN, CelebA).
       num_classes: None, or with ``load(..., with_labels=True)`` the number of
         classes; the splits then yield ``(x, label)`` with int64 scalar labels.
+      factors: for data generated from known factors, its
+        :class:`~tf_dpvae.metrics.disentanglement.base.FactorData` (the
+        disentanglement metrics draw observations from it); else None.
     """
 
     name: str
@@ -116,6 +119,7 @@ class Dataset:
     test: tf.data.Dataset
     default_likelihood: str
     num_classes: int | None = None
+    factors: object = None
 
 
 # --------------------------------------------------------------------------
@@ -132,6 +136,7 @@ def load(
     num_points: int = 2000,
     noise: float = 0.05,
     with_labels: bool = False,
+    **options,
 ) -> Dataset:
     """Loads one of the registered datasets as three unbatched float32 splits.
 
@@ -150,6 +155,9 @@ def load(
       noise: Standard deviation of the moons noise.
       with_labels: Yield ``(x, label)`` pairs (int64 class labels; for moons,
         which moon) instead of ``x``. Not for celeb_a (no class labels).
+      **options: the dataset's own settings (``DatasetSpec.settings``, e.g.
+        dSprites' sub-grid and resolution; ``ModelConfig.dataset_options()``);
+        a setting of another dataset is a ValueError naming its flag.
 
     Returns:
       A :class:`Dataset`.
@@ -171,9 +179,13 @@ def load(
         labelled = tuple(n for n, s in registry.REGISTRY.items() if s.num_classes)
         raise ValueError(f"{name} has no class labels; with_labels=True works "
                          f"for {labelled}.")
+    own = {setting.config_name for setting in spec.settings}
+    for key in options:
+        if key not in own:
+            raise ValueError(f"--{key}: not a setting of --dataset={name}")
     return spec.load(data_dir=data_dir, source=source, seed=seed,
-                                   num_points=num_points, noise=noise,
-                                   with_labels=with_labels)
+                     num_points=num_points, noise=noise, with_labels=with_labels,
+                     **options)
 
 
 def example_image(element):
@@ -719,13 +731,14 @@ def _crop_and_resize_face(image: tf.Tensor) -> tf.Tensor:
 def _dataset_from_arrays(name: str, train: np.ndarray, validation: np.ndarray,
                          test: np.ndarray, *, source: str,
                          to_float: Callable | None,
-                         labels: tuple | None = None) -> Dataset:
+                         labels: tuple | None = None, **about) -> Dataset:
     """Builds a :class:`Dataset` from in-memory arrays (small datasets).
 
     ``to_float`` (if given) converts the arrays once, in memory, e.g. uint8 pixels
     into float32 in [0, 1]. ``labels`` (if
     given) holds one int64 label array per split; elements are then
-    ``(x, label)``.
+    ``(x, label)``. ``about``: ``element_shape`` and ``factors`` of
+    :func:`_make_dataset`.
     """
     def make(array, split_labels):
         if to_float is not None:
@@ -739,15 +752,17 @@ def _dataset_from_arrays(name: str, train: np.ndarray, validation: np.ndarray,
     split_labels = labels or (None, None, None)
     splits = [make(a, l) for a, l in zip((train, validation, test), split_labels)]
     return _make_dataset(name, *splits, len(train), len(validation), len(test),
-                         source=source, with_labels=labels is not None)
+                         source=source, with_labels=labels is not None, **about)
 
 
 def _make_dataset(name: str, train: tf.data.Dataset,
                   validation: tf.data.Dataset, test: tf.data.Dataset,
                   num_train: int, num_validation: int, num_test: int, *,
-                  source: str, with_labels: bool = False) -> Dataset:
-    """Assembles a :class:`Dataset`, checking the element spec."""
-    shape = registry.get(name).element_shape
+                  source: str, with_labels: bool = False,
+                  element_shape: tuple | None = None, factors=None) -> Dataset:
+    """Assembles a :class:`Dataset`, checking the element spec (``element_shape``:
+    where a setting changes the registry's, e.g. a lower resolution)."""
+    shape = tuple(element_shape or registry.get(name).element_shape)
     for split in (train, validation, test):
         spec = split.element_spec
         if with_labels:
@@ -763,7 +778,8 @@ def _make_dataset(name: str, train: tf.data.Dataset,
         num_validation=num_validation, num_test=num_test, source=source,
         train=train, validation=validation, test=test,
         default_likelihood=registry.get(name).likelihood,
-        num_classes=registry.get(name).num_classes if with_labels else None)
+        num_classes=registry.get(name).num_classes if with_labels else None,
+        factors=factors)
 
 
 def _default_shuffle_buffer(ds: tf.data.Dataset) -> int:

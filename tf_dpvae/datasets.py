@@ -40,6 +40,11 @@ class DatasetSpec:
     splits:             how the loader makes train / validation / test (for people:
                         ``data.load``'s documentation and ``--helpfull`` show it).
     precision:          the default ``--precision`` (tf_dpvae/precision.py).
+    settings:           its own :class:`~tf_dpvae.settings.Setting` s (ModelConfig
+                        fields and flags, e.g. a sub-grid or a resolution), passed to
+                        the loader by name.
+    has_factors:        generated from known factors: its loader sets
+                        ``Dataset.factors`` and the disentanglement metrics run on it.
     """
 
     name: str
@@ -57,6 +62,8 @@ class DatasetSpec:
     config_dir: str | None = None
     splits: str = ""
     precision: str = "float32"
+    settings: tuple = ()
+    has_factors: bool = False
 
     @property
     def kind(self):
@@ -119,6 +126,11 @@ def kind(name):
     return get(name).kind
 
 
+def all_settings():
+    """[(dataset name, Setting)] of every dataset's own settings."""
+    return [(name, spec) for name, d in REGISTRY.items() for spec in d.settings]
+
+
 _DIGITS = tuple(str(i) for i in range(10))
 # The 28×28 model's default: mixed bfloat16 trains the same models as float32
 # (docs/results/precision_check: Fashion-MNIST β-VAE-H, 5 seeds per prior, every metric
@@ -160,7 +172,7 @@ register(DatasetSpec(
 # Datasets declared in modules of their own (one line each), and any named in the
 # environment variable TF_DPVAE_DATASET_MODULES (comma-separated importable modules,
 # for datasets kept outside this repository).
-EXTRA_MODULES = ()
+EXTRA_MODULES = ("tf_dpvae.dsprites_data",)
 ENVIRONMENT_VARIABLE = "TF_DPVAE_DATASET_MODULES"
 for _module in EXTRA_MODULES + tuple(
         m.strip() for m in os.environ.get(ENVIRONMENT_VARIABLE, "").split(",") if m.strip()):

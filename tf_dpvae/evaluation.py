@@ -48,6 +48,8 @@ class EvalOptions:
     nll_samples: int = 1000            # importance samples K per image
     nll_max_examples: int = 1000       # test images for the NLL
     leakage_samples: int = 10_000
+    disentanglement_train: int = 10_000   # datasets with known factors (metrics/factors)
+    disentanglement_test: int = 5_000
     max_examples: int | None = None    # cap on encoded training points and real images
     num_marked: int = 5                # LP/HP samples marked in the figures
     seed: int = 0
@@ -99,12 +101,15 @@ def write_json(path, value):
         json.dump(json_safe(value)[0], f, indent=2, allow_nan=False)
 
 
-def evaluate(model, dataset, options, extractor=None):
+def evaluate(model, dataset, options, extractor=None, no_features=None):
     """Metrics (a strict-JSON-able dict) and figures ({name: matplotlib Figure}).
 
     ``dataset`` is the :class:`tf_dpvae.data.Dataset` the model was trained on (its
     train split gives q(z), its test split the real images and the NLL images).
-    ``extractor`` is required for FID on images (:mod:`tf_dpvae.metrics.features`).
+    ``extractor`` is required for FID on images (:mod:`tf_dpvae.metrics.features`),
+    unless ``no_features`` says why there is none (a dataset without classes and
+    without Inception weights): the feature metrics are then unavailable, with that
+    reason.
     Each wanted metric of :mod:`tf_dpvae.metrics.registry` computes in turn from one
     shared :class:`~tf_dpvae.metrics.context.EvalContext`. A metric that cannot be
     computed is None, its reason in ``results["unavailable"]`` ({metric: reason}, empty
@@ -119,7 +124,7 @@ def evaluate(model, dataset, options, extractor=None):
                          f"{tuple(specs)}")
     if extractor is None and config.is_points:
         extractor = PointFeatures()
-    if extractor is None and wanted & registry.needing_features():
+    if extractor is None and wanted & registry.needing_features() and not no_features:
         raise ValueError("FID needs a feature extractor (--feature_extractor)")
     posthoc = getattr(model, "posthoc_kind", None)
     results = {"model": display_name(config) + (f" + {model.prior.title}" if posthoc
@@ -133,6 +138,11 @@ def evaluate(model, dataset, options, extractor=None):
     context.aggregate  # noqa: B018 (q(z) first, as every metric but one needs it)
     seconds["aggregate"] = time.perf_counter() - started
     for name, spec in specs.items():
+        if spec.needs_factors and getattr(dataset, "factors", None) is None:
+            continue                   # no known factors: not this dataset's metric
+        if name in wanted and spec.needs_features and extractor is None:
+            context.unavailable(no_features, *(key for key, _ in spec.columns))
+            continue
         if name in wanted:
             started = time.perf_counter()
             spec.compute(context)
@@ -254,13 +264,22 @@ def evaluate_model_dir(model_dir, options, *, data_dir=None, data_source="auto",
         out = os.path.join(posthoc.directory(model_dir, posthoc_prior), "eval")
     config = model.config
     dataset = data_lib.load(config.dataset, data_dir=data_dir, source=data_source,
-                            seed=config.seed)
-    extractor = None
+                            seed=config.seed, **config.dataset_options())
+    extractor, no_features = None, None
     if not config.is_points and set(options.metrics) & registry.needing_features():
+        from tf_dpvae import datasets
         from tf_dpvae.metrics import features
-        extractor = features.make_extractor(feature_extractor, config.dataset,
-                                            path=features_path, features_dir=features_dir)
-    results, figs = evaluate(model, dataset, options, extractor)
+        try:
+            extractor = features.make_extractor(feature_extractor, config.dataset,
+                                                path=features_path,
+                                                features_dir=features_dir)
+        except (ValueError, FileNotFoundError):
+            if features_path or datasets.get(config.dataset).num_classes is not None:
+                raise
+            no_features = (f"no FID features for {config.dataset}: it has no classes "
+                           "to train a classifier on, and no Inception-v3 weights are "
+                           "on disk (--feature_extractor=inception --features_path=...)")
+    results, figs = evaluate(model, dataset, options, extractor, no_features)
     results["step"] = int(model.optimizer.iterations.numpy())
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "metrics.json"), results)

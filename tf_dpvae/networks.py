@@ -11,7 +11,7 @@ from keras import layers
 
 from tf_dpvae.precision import output_dtype
 
-ARCHITECTURES = ("mlp", "conv28", "conv32", "conv64")
+ARCHITECTURES = ("mlp", "conv28", "conv32", "conv64", "conv_dis")
 
 
 def mlp(input_shape, latent_dim):
@@ -102,8 +102,33 @@ def conv64(input_shape, latent_dim):
     return keras.Sequential(enc, name="encoder"), keras.Sequential(dec, name="decoder")
 
 
+def conv_dis(input_shape, latent_dim):
+    """dSprites (disentanglement_lib's ``conv_encoder`` / ``deconv_decoder``, Higgins et
+    al. 2017): convolutions k4 s2 ReLU with 32, 32, 64, 64 filters down to 4×4 (one
+    fewer 32 per halving of a smaller image: 32×32 → 32, 64, 64), FC 256 → 2L; the
+    decoder mirrors it (FC 256, FC 4·4·64, transposed convolutions k4 s2) to C
+    Bernoulli logits.
+    """
+    side, channels = int(input_shape[0]), input_shape[-1]
+    if side < 8 or side & (side - 1):
+        raise ValueError(f"conv_dis: the image side must be a power of two >= 8, got "
+                         f"{side}")
+    filters = (32, 32, 64, 64)[-(side.bit_length() - 3):]     # halvings down to 4×4
+    enc = [keras.Input(input_shape)]
+    enc += [layers.Conv2D(f, 4, 2, padding="same", activation="relu") for f in filters]
+    enc += [layers.Flatten(), layers.Dense(256, activation="relu"),
+            layers.Dense(2 * latent_dim, dtype=output_dtype())]
+    dec = [keras.Input((latent_dim,)), layers.Dense(256, activation="relu"),
+           layers.Dense(4 * 4 * 64, activation="relu"), layers.Reshape((4, 4, 64))]
+    dec += [layers.Conv2DTranspose(f, 4, 2, padding="same", activation="relu")
+            for f in reversed(filters[:-1])]
+    dec += [layers.Conv2DTranspose(channels, 4, 2, padding="same", dtype=output_dtype())]
+    return keras.Sequential(enc, name="encoder"), keras.Sequential(dec, name="decoder")
+
+
 def make_networks(architecture, input_shape, latent_dim):
-    builders = {"mlp": mlp, "conv28": conv28, "conv32": conv32, "conv64": conv64}
+    builders = {"mlp": mlp, "conv28": conv28, "conv32": conv32, "conv64": conv64,
+                "conv_dis": conv_dis}
     if architecture not in builders:
         raise ValueError(f"--architecture={architecture!r}: expected one of {ARCHITECTURES}")
     return builders[architecture](tuple(input_shape), latent_dim)

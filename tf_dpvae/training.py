@@ -206,7 +206,8 @@ def train(model_config, train_config):
 def _train(model_config, tc, strategy, chief):
     """:func:`train` once the chief holds the model directory's lock."""
     dataset = data_lib.load(model_config.dataset, data_dir=tc.data_dir,
-                            source=tc.data_source, seed=model_config.seed)
+                            source=tc.data_source, seed=model_config.seed,
+                            **model_config.dataset_options())
     if model_config.batch_size > dataset.num_train:
         raise ValueError(f"--batch_size={model_config.batch_size} is larger than the "
                          f"{dataset.num_train} training examples of {dataset.name}")

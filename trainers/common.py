@@ -64,15 +64,16 @@ def define_model_flags(flag_values=FLAGS):
 
 
 def define_settings_flags(flag_values=FLAGS):
-    """One flag per setting every registered regularizer (tf_dpvae/objectives/) and
-    prior (tf_dpvae/priors.py) declares.
+    """One flag per setting every registered regularizer (tf_dpvae/objectives/),
+    prior (tf_dpvae/priors.py) and dataset (tf_dpvae/datasets.py) declares.
 
     Settings with a paper value default to None: the dataset's paper batch size decides
     their converted value (``DATASET_DEFAULTS``).
     """
     converted = ("(default: Table 2 converted to the per-example loss at the dataset's "
                  "paper batch size, tf_dpvae/objectives/)")
-    for variant, spec in objectives.all_settings() + priors.all_settings():
+    for variant, spec in (objectives.all_settings() + priors.all_settings()
+                          + datasets.all_settings()):
         default = None if spec.per_dataset else getattr(_DEFAULTS, spec.config_name)
         define_setting_flag(variant, spec, default, flag_values,
                             extra_help=f" {converted}" if spec.per_dataset else "")

@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from tf_dpvae.metrics import factors as factor_metrics  # noqa: E402
 from tf_dpvae.metrics import registry as metric_registry  # noqa: E402
 from tf_dpvae.posthoc import registry as posthoc_registry  # noqa: E402
 from trainers import common, data_flags  # noqa: E402
@@ -35,6 +36,10 @@ flags.DEFINE_integer("nll_samples", 1000, "Importance samples K per image.", low
 flags.DEFINE_integer("nll_max_examples", 1000, "Test examples for the NLL.", lower_bound=1)
 flags.DEFINE_integer("leakage_samples", 10_000, "Samples of q(z) for the leakage score.",
                      lower_bound=1)
+flags.DEFINE_integer("disentanglement_train", 10_000, "Datasets with known factors: "
+                     "codes (and FactorVAE votes) the disentanglement metrics train on.",
+                     lower_bound=10)
+flags.DEFINE_integer("disentanglement_test", 5_000, "... and test on.", lower_bound=10)
 flags.DEFINE_integer("max_examples", None, "Cap on the encoded training points and the "
                      "real test images (work on big datasets).", lower_bound=1)
 flags.DEFINE_enum("feature_extractor", "auto", ["auto", "inception", "classifier"],
@@ -60,6 +65,8 @@ def run():
         lp_candidates_factor=FLAGS.lp_candidates_factor, skl_samples=FLAGS.skl_samples,
         nll_samples=FLAGS.nll_samples, nll_max_examples=FLAGS.nll_max_examples,
         leakage_samples=FLAGS.leakage_samples, max_examples=FLAGS.max_examples,
+        disentanglement_train=FLAGS.disentanglement_train,
+        disentanglement_test=FLAGS.disentanglement_test,
         seed=FLAGS.seed, batch_size=FLAGS.batch_size, figures=FLAGS.figures)
     results, written, out = evaluation.evaluate_model_dir(
         FLAGS.model_dir, options, data_dir=FLAGS.data_dir, data_source=FLAGS.data_source,
@@ -67,7 +74,8 @@ def run():
         features_dir=FLAGS.features_dir, posthoc_prior=FLAGS.posthoc_prior)
     writer = tf.summary.create_file_writer(out)
     with writer.as_default(step=results["step"]):
-        for key in ("fid", "fid_lp", "skl", "kl_pq", "kl_qp", "nll_nats", "nll_bits_per_dim"):
+        for key in ("fid", "fid_lp", "skl", "kl_pq", "kl_qp", "nll_nats", "nll_bits_per_dim",
+                    *(key for key, _ in factor_metrics.SCALARS)):
             if results.get(key) is not None:
                 tf.summary.scalar(f"eval/{key}", results[key])
         for name, (_, png) in written.items():

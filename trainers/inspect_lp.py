@@ -92,7 +92,8 @@ def run(model_dirs):
     for model_dir in model_dirs:
         model = restore_model(model_dir)
         dataset = data_lib.load(model.config.dataset, data_dir=FLAGS.data_dir,
-                                source=FLAGS.data_source, seed=model.config.seed)
+                                source=FLAGS.data_source, seed=model.config.seed,
+                                **model.config.dataset_options())
         means, log_vars = aggregate_lib.encode_dataset(model, dataset.train)
         stats = lp_diagnostics.lp_diagnostics(model.prior, means, log_vars,
                                               FLAGS.num_candidates, FLAGS.num_keep,

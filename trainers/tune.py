@@ -172,7 +172,8 @@ def make_tuner(base, params):
         def load_dataset(self):
             if self.dataset is None:
                 self.dataset = data_lib.load(base.dataset, data_dir=FLAGS.data_dir,
-                                             source=FLAGS.data_source, seed=base.seed)
+                                             source=FLAGS.data_source, seed=base.seed,
+                                             **base.dataset_options())
             return self.dataset
 
         def score(self, model_dir):

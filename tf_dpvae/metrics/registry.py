@@ -17,7 +17,7 @@ import importlib
 from typing import Callable
 
 # The modules that register metrics, in the order the metrics are computed and listed.
-MODULES = ("validation", "fid", "divergence", "likelihood", "leakage")
+MODULES = ("validation", "fid", "divergence", "likelihood", "leakage", "factors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,8 @@ class MetricSpec:
                    better in each).
     needs_features: True when it compares images in a feature space (an extractor is
                    needed for image datasets).
+    needs_factors: True when it needs data generated from known factors
+                   (``Dataset.factors``); skipped on other datasets.
     help:          one line for ``--metrics``'s help.
     """
 
@@ -38,6 +40,7 @@ class MetricSpec:
     compute: Callable
     columns: tuple = ()
     needs_features: bool = False
+    needs_factors: bool = False
     help: str = ""
 
 
@@ -57,9 +60,13 @@ def _load():
 
 
 def metrics():
-    """{name: MetricSpec} of every metric, in :data:`MODULES` order."""
+    """{name: MetricSpec} of every metric: the built-in ones in :data:`MODULES` order
+    (whatever order their modules were imported in), then the others as registered."""
     _load()
-    return dict(REGISTRY)
+    position = {f"tf_dpvae.metrics.{module}": i for i, module in enumerate(MODULES)}
+    order = sorted(enumerate(REGISTRY.items()), key=lambda item: (
+        position.get(item[1][1].compute.__module__, len(MODULES)), item[0]))
+    return dict(entry for _, entry in order)
 
 
 def names():

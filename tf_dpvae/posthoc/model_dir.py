@@ -36,7 +36,7 @@ def fit_model_dir(model_dir, kind, options, settings=None, *, data_dir=None,
         model = restore_model(model_dir)
         config = model.config
         dataset = data_lib.load(config.dataset, data_dir=data_dir, source=data_source,
-                                seed=config.seed)
+                                seed=config.seed, **config.dataset_options())
         say(f"[fit_prior] {kind} prior for {config.regularizer} / {config.prior} prior "
             f"at step {_step(model)}: encoding {dataset.name}'s training split")
         prior, info = registry.fit(kind, model, dataset.train, options, settings)
