@@ -137,20 +137,14 @@ def report(store):
                              + " |")
         commands = sorted({r["command"] for r in rows
                            if r.get("command") and r["seed"] == 0})
-        if commands:
-            lines += ["", "<details><summary>commands (seed 0)</summary>", "", "```"]
-            lines += commands + ["```", "", "</details>"]
+        lines += results_store.commands_block("commands (seed 0)", commands)
     figures = sorted(os.listdir(os.path.join(store, "figures"))) if os.path.isdir(
         os.path.join(store, "figures")) else []
     if figures:
         lines += ["", "## Traversals (seed 0; the ten dimensions of largest spread, "
                   "±5 sd of q(z))", ""]
         lines += [f"![{name}](figures/{name})" for name in figures]
-    os.makedirs(store, exist_ok=True)
-    path = os.path.join(store, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return results_store.write_report(store, lines)
 
 
 def _done(record):

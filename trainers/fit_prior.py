@@ -15,7 +15,6 @@ weights.npz). ``trainers.evaluate --posthoc_prior`` evaluates the model with it 
 
 import dataclasses
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -75,4 +74,3 @@ def main(argv):
 
 if __name__ == "__main__":
     app.run(main)
-    sys.exit(0)

@@ -113,14 +113,8 @@ def report(store):
             seeds = f"{len(done)}" + (f" (+{diverged} diverged)" if diverged else "")
             lines.append(f"| {variant} | {seeds} | " + " | ".join(cells) + " |")
         commands = sorted({r["command"] for r in rows if r.get("command")})
-        if commands:
-            lines += ["", "<details><summary>commands</summary>", "", "```"]
-            lines += commands + ["```", "", "</details>"]
-    os.makedirs(store, exist_ok=True)
-    path = os.path.join(store, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+        lines += results_store.commands_block("commands", commands)
+    return results_store.write_report(store, lines)
 
 
 def main_run():

@@ -182,8 +182,8 @@ def report(store):
                 best = min(means) if means else None
                 cells = [_cell(m, s, m is not None and m == best) for m, s, _ in stats]
                 lines.append(f"| {regularizer} | " + " | ".join(cells) + " |")
-        lines += ["", "### Seconds on top of the model's training (fit; training for "
-                  "the joint columns) and seeds done", "",
+        lines += ["", "### Seconds: training (standard, decoupled), or fitting on top of "
+                  "it (the post-hoc columns); n = seeds done", "",
                   "| regularizer | " + " | ".join(titles[c] for c in order) + " |",
                   "|---|" + "---|" * len(order)]
         for regularizer in regularizers:
@@ -197,15 +197,10 @@ def report(store):
         shown = regularizers[-1]
         commands = sorted({r["command"] for r in rows if r.get("command")
                            and r["seed"] == 0 and r["regularizer"] == shown})
-        if commands:
-            lines += ["", f"<details><summary>commands ({shown}, seed 0; the others "
-                      "alike, every record holds its own)</summary>", "", "```"]
-            lines += commands + ["```", "", "</details>"]
-    os.makedirs(store, exist_ok=True)
-    path = os.path.join(store, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+        lines += results_store.commands_block(
+            f"commands ({shown}, seed 0; the others alike, every record holds its own)",
+            commands)
+    return results_store.write_report(store, lines)
 
 
 # --------------------------------------------------------------------------- main

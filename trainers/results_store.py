@@ -65,6 +65,23 @@ def mean_sd(values):
     return mean, sd, len(values)
 
 
+def commands_block(summary, commands):
+    """Markdown lines: a folded block of shell commands (nothing without commands)."""
+    if not commands:
+        return []
+    return ["", f"<details><summary>{summary}</summary>", "", "```", *commands, "```", "",
+            "</details>"]
+
+
+def write_report(store, lines):
+    """Write ``store/report.md`` from its lines; returns the path."""
+    os.makedirs(store, exist_ok=True)
+    path = os.path.join(store, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
 def _worker_init(threads):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
