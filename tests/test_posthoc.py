@@ -311,3 +311,24 @@ def test_posthoc_study_records_each_column_once_and_reports(tmp_path):
     assert "6 model(s)" not in first.stdout
     again = _run("trainers.posthoc_study", *args)            # everything recorded: skipped
     assert "0 model(s) with columns to do" in again.stdout
+
+
+def test_the_serving_module_samples_a_mixture_with_its_own_draw(moons_model):
+    from export.module import ServingModule
+    from tf_dpvae.training import restore_model
+    if not (moons_model / "posthoc" / "gmm" / base.PRIOR_FILE).exists():
+        _run("trainers.fit_prior", f"--model_dir={moons_model}", "--prior=gmm")
+    model = restore_model(str(moons_model))
+    prior = posthoc.load_for_model(model, str(moons_model), "gmm")
+    module = ServingModule(posthoc.attach(model, prior))
+    served = module.sample(tf.constant(7), tf.constant(3, tf.int64))
+    z, z0 = prior.draw(7, seed=3)
+    np.testing.assert_allclose(served["z"].numpy(), z.numpy(), atol=1e-6)
+    np.testing.assert_allclose(served["z0"].numpy(), z0.numpy(), atol=1e-6)
+    np.testing.assert_allclose(served["x"].numpy(), model.decode_mean(z).numpy(),
+                               atol=1e-5)
+    fresh = [module.sample(tf.constant(4), tf.constant(-1, tf.int64))["z"].numpy()
+             for _ in range(2)]
+    assert not np.allclose(*fresh)                     # seed -1: a fresh draw each time
+    log_det = module.log_prior(tf.constant(z))["log_det"].numpy()
+    np.testing.assert_array_equal(log_det, np.zeros(7))   # no bijection: 0
