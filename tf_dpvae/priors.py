@@ -95,7 +95,7 @@ class StandardNormalPrior(keras.layers.Layer):
     def sample(self, num_samples, seed=None):
         """z ~ N(0, I); ``seed`` (int) makes it reproducible."""
         return self.to_representation(
-            _standard_normal([num_samples, self.latent_dim], seed, self.compute_dtype))
+            standard_normal([num_samples, self.latent_dim], seed, self.compute_dtype))
 
     def call(self, z):
         return self.to_generation(z)
@@ -232,7 +232,7 @@ class DecoupledPrior(keras.layers.Layer):
     def sample(self, num_samples, seed=None):
         """z = g⁻¹(z0), z0 ~ N(0, I); ``seed`` (int) makes it reproducible."""
         return self.to_representation(
-            _standard_normal([num_samples, self.latent_dim], seed, self.compute_dtype))
+            standard_normal([num_samples, self.latent_dim], seed, self.compute_dtype))
 
     def as_distribution(self):
         """This prior as a TFP distribution (log_prob and sample through TFP)."""
@@ -278,7 +278,9 @@ def make_prior(kind, latent_dim, **flow_kwargs):
     return get(kind).create(latent_dim, **flow_kwargs)
 
 
-def _standard_normal(shape, seed, dtype):
+def standard_normal(shape, seed, dtype):
+    """z0 ~ N(0, I) as every prior draws it: stateless from ``[seed, 0]``, or from the
+    global generator when ``seed`` is None."""
     if seed is None:
         return tf.random.normal(shape, dtype=dtype)
     return tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=dtype)

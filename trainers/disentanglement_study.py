@@ -87,14 +87,6 @@ def run(dataset, regularizer, prior, seed, out, store, options):
     return kept
 
 
-def _cell(stats, best):
-    mean, sd, _ = stats
-    if mean is None:
-        return "–"
-    text = f"{mean:.3g}" + (f" ± {sd:.2g}" if sd is not None else "")
-    return f"**{text}**" if best else text
-
-
 def report(store):
     """report.md from the store alone: per dataset, one row per regularizer and prior
     (mean ± sample sd over seeds), the better prior of each pair in bold per metric
@@ -132,7 +124,7 @@ def report(store):
                     if mine[0] is not None and theirs[0] is not None:
                         gap = (mine[0] - theirs[0]) * (1 if higher else -1)
                         best = gap > max(mine[1] or 0.0, theirs[1] or 0.0)
-                    cells.append(_cell(mine, best))
+                    cells.append(results_store.cell(*mine[:2], bold=best))
                 lines.append(f"| {regularizer} | {prior} | {n} | " + " | ".join(cells)
                              + " |")
         commands = sorted({r["command"] for r in rows

@@ -82,9 +82,7 @@ def run(group, dataset, variant, prior, extra, seed, out, store, options):
 
 def _mean_sd(values):
     mean, sd, _ = results_store.mean_sd(values)
-    if mean is None:
-        return "–"
-    return f"{mean:.4g}" + (f" ± {sd:.2g}" if sd is not None else "")
+    return results_store.cell(mean, sd, digits=4)
 
 
 def report(store):

@@ -136,13 +136,6 @@ def run_unit(dataset, regularizer, prior, seed, columns, out, store, options):
 
 
 # --------------------------------------------------------------------------- report
-def _cell(mean, sd, best):
-    if mean is None:
-        return "–"
-    text = f"{mean:.3g}" + (f" ± {sd:.2g}" if sd is not None else "")
-    return f"**{text}**" if best else text
-
-
 def report(store):
     """report.md from the store alone: per dataset and metric, regularizers × the six
     columns (mean ± sample sd over seeds; the lowest mean of a row in bold), then the
@@ -180,7 +173,7 @@ def report(store):
                          for c in order]
                 means = [m for m, _, _ in stats if m is not None]
                 best = min(means) if means else None
-                cells = [_cell(m, s, m is not None and m == best) for m, s, _ in stats]
+                cells = [results_store.cell(m, s, bold=m is not None and m == best) for m, s, _ in stats]
                 lines.append(f"| {regularizer} | " + " | ".join(cells) + " |")
         lines += ["", "### Seconds: training (standard, decoupled), or fitting on top of "
                   "it (the post-hoc columns); n = seeds done", "",

@@ -65,6 +65,15 @@ def mean_sd(values):
     return mean, sd, len(values)
 
 
+def cell(mean, sd, digits=3, bold=False):
+    """A report's table cell: "mean ± sd" (mean to ``digits`` significant digits, sd to
+    two), "mean" alone for one seed, "–" for none; in bold when ``bold``."""
+    if mean is None:
+        return "–"
+    text = f"{mean:.{digits}g}" + (f" ± {sd:.2g}" if sd is not None else "")
+    return f"**{text}**" if bold else text
+
+
 def commands_block(summary, commands):
     """Markdown lines: a folded block of shell commands (nothing without commands)."""
     if not commands:

@@ -280,11 +280,3 @@ class Timer:
     @property
     def seconds(self):
         return round(time.perf_counter() - self.start, 2)
-
-
-def standard_normal_draw(num_samples, latent_dim, seed, dtype=tf.float32):
-    """z0 ~ N(0, I) as every prior draws it: stateless from ``[seed, 0]``."""
-    if seed is None:
-        return tf.random.normal([int(num_samples), int(latent_dim)], dtype=dtype)
-    return tf.random.stateless_normal([int(num_samples), int(latent_dim)],
-                                      seed=[int(seed), 0], dtype=dtype)

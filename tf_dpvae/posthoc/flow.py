@@ -37,8 +37,8 @@ class FlowPrior(priors.DecoupledPrior):
 
     def draw(self, num_samples, seed=None):
         """(z = g⁻¹(z0), z0), z0 ~ N(0, I) from ``[seed, 0]``."""
-        z0 = base.standard_normal_draw(num_samples, self.latent_dim, seed,
-                                       self.compute_dtype)
+        z0 = priors.standard_normal([int(num_samples), self.latent_dim], seed,
+                                    self.compute_dtype)
         return self.to_representation(z0), z0
 
     @classmethod
