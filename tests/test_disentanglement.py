@@ -159,6 +159,37 @@ def test_factor_vae_score_perfect_rotated_and_ignored():
     assert good["num_active_dims"] == 4
 
 
+def test_factor_vae_votes_match_one_encoder_call_per_vote():
+    """The batched votes are the protocol's votes: the same draws, one vote at a time
+    (a reference loop written here), give the same counts."""
+    def represent(x):  # row-wise, so chunking cannot change a code
+        return np.tanh(scaled(x) @ ROTATION[:, :3]) + 0.05 * np.cos(7 * scaled(x)[:, :3])
+
+    variances = np.array([0.5, 0.2, 0.3])
+    active = np.array([True, False, True])
+    expected = np.zeros((len(SIZES), 3), np.int64)
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        k = int(rng.integers(len(SIZES)))
+        factors = Grid().sample_factors(32, rng)
+        factors[:, k] = factors[0, k]
+        ratio = np.var(represent(factors), axis=0, ddof=1)[active] / variances[active]
+        expected[k, np.flatnonzero(active)[np.argmin(ratio)]] += 1
+    got = factor_vae.votes(Grid(), represent, np.random.default_rng(5), 150, 32,
+                           variances, active)
+    np.testing.assert_array_equal(got, expected)
+    assert got[:, 1].sum() == 0
+
+
+def test_sample_codes_do_not_depend_on_the_encoding_chunk(monkeypatch):
+    codes, factors = base.sample_codes(Grid(), scaled, 1000, np.random.default_rng(2), 64)
+    monkeypatch.setattr(base, "ENCODE_CHUNK", 7)
+    codes7, factors7 = base.sample_codes(Grid(), scaled, 1000, np.random.default_rng(2), 64)
+    np.testing.assert_array_equal(factors, factors7)
+    np.testing.assert_array_equal(codes, codes7)
+    np.testing.assert_allclose(codes, scaled(factors))
+
+
 def test_factor_vae_score_without_active_dimensions_is_zero():
     result = factor_vae.compute(Grid(), lambda x: np.zeros((len(x), 2)), seed=0,
                                 num_train=5, num_eval=5, num_variance_estimate=100,

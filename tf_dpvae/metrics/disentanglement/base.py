@@ -27,16 +27,26 @@ class FactorData(Protocol):
         """The observations (e.g. images [num, H, W, C]) of factor index rows."""
 
 
+ENCODE_CHUNK = 4096
+
+
 def sample_codes(data, represent, num, rng, batch_size=64):
     """(codes [num, L] float64, factors [num, K] int): ``num`` random factor rows and
-    the representation of their observations, computed ``batch_size`` at a time
-    (disentanglement_lib's ``generate_batch_factor_code``)."""
-    codes, factors = [], []
-    for start in range(0, num, batch_size):
-        f = np.asarray(data.sample_factors(min(batch_size, num - start), rng))
-        factors.append(f)
-        codes.append(np.asarray(represent(data.observations(f)), np.float64))
-    return np.concatenate(codes), np.concatenate(factors)
+    the representation of their observations. The factors are drawn ``batch_size``
+    at a time, in disentanglement_lib's order (``generate_batch_factor_code``), so the
+    draws do not depend on how the encoding is chunked."""
+    factors = np.concatenate([np.asarray(data.sample_factors(min(batch_size, num - s), rng))
+                              for s in range(0, num, batch_size)])
+    return encode(data, represent, factors), factors
+
+
+def encode(data, represent, factors):
+    """float64 [n, L]: the representation of the observations of factor rows,
+    ``ENCODE_CHUNK`` rows per call (one call per small batch is all overhead)."""
+    factors = np.asarray(factors)
+    return np.concatenate([np.asarray(represent(data.observations(factors[s:s + ENCODE_CHUNK])),
+                                      np.float64)
+                           for s in range(0, len(factors), ENCODE_CHUNK)])
 
 
 def histogram_discretize(codes, num_bins=20):

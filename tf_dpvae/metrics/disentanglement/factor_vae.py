@@ -42,22 +42,26 @@ def compute(data, represent, seed, num_train=10_000, num_eval=5_000,
             "protocol": protocol}
 
 
-def vote(data, represent, rng, batch_size, variances, active):
-    """One vote (k, d*) (module docstring, step 2)."""
+def draw_vote(data, rng, batch_size):
+    """The factor k of one vote and the ``batch_size`` factor rows sharing a random
+    value of k (module docstring, step 2), drawn as disentanglement_lib does."""
     k = int(rng.integers(len(data.factor_sizes)))
     factors = np.array(data.sample_factors(batch_size, rng))
     factors[:, k] = factors[0, k]
-    codes = np.asarray(represent(data.observations(factors)), np.float64)
-    ratio = np.var(codes, axis=0, ddof=1)[active] / variances[active]
-    return k, int(np.flatnonzero(active)[np.argmin(ratio)])
+    return k, factors
 
 
 def votes(data, represent, rng, num, batch_size, variances, active):
-    """[K, L] counts of ``num`` votes."""
+    """[K, L] counts of ``num`` votes (k, d*), d* = argmin over active d of
+    Var_batch(z_d) / s_d². All votes are drawn first, then encoded in large chunks:
+    the same draws and counts as one encoder call per vote, without its overhead."""
+    drawn = [draw_vote(data, rng, batch_size) for _ in range(num)]
+    codes = base.encode(data, represent, np.concatenate([f for _, f in drawn]))
+    codes = codes.reshape(num, batch_size, -1)
+    ratio = np.var(codes, axis=1, ddof=1)[:, active] / variances[active]
+    dims = np.flatnonzero(active)[np.argmin(ratio, axis=1)]
     counts = np.zeros((len(data.factor_sizes), len(variances)), np.int64)
-    for _ in range(num):
-        k, d = vote(data, represent, rng, batch_size, variances, active)
-        counts[k, d] += 1
+    np.add.at(counts, (np.array([k for k, _ in drawn]), dims), 1)
     return counts
 
 
