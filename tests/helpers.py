@@ -140,15 +140,8 @@ def assert_states_close(a, b, atol=1e-5, rtol=1e-5):
 
 def scalars(log_dir, tag):
     """{step: value} of one TensorBoard scalar over every event file in ``log_dir``."""
-    import tensorflow as tf
-
-    values = {}
-    for path in sorted(tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
+    from tf_dpvae import callbacks
+    return callbacks.read_scalars(log_dir, tag)
 
 
 def copy_checkpoint(src_dir, dst_dir, step):

@@ -6,6 +6,7 @@ objects serve ``model.fit`` and the custom distributed loop in :mod:`training`.
 
 import concurrent.futures
 import math
+import os
 
 import keras
 import numpy as np
@@ -97,6 +98,19 @@ def window_means(previous, current):
     j, before = previous if previous is not None else (-1, {})
     return {name: ((k + 1) * float(value) - (j + 1) * float(before.get(name, 0.0))) / (k - j)
             for name, value in now.items()}
+
+
+def read_scalars(log_dir, tag):
+    """{step: value} of one scalar that :class:`Summaries` wrote, over every event
+    file in ``log_dir`` (e.g. ``<model_dir>/validation``, tag ``"loss"``); a later
+    file's value wins at a step written twice (a resumed run)."""
+    values = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[int(event.step)] = float(tf.make_ndarray(value.tensor))
+    return dict(sorted(values.items()))
 
 
 class Summaries(keras.callbacks.Callback):

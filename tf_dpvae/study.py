@@ -61,7 +61,12 @@ class Budget:
     description: str
 
     def steps_for(self, dataset):
-        return self.steps.get(dataset, self.steps["*"])
+        if dataset in self.steps:
+            return self.steps[dataset]
+        if "*" in self.steps:
+            return self.steps["*"]
+        raise ValueError(f"the {self.name} budget has no steps for {dataset!r} (it has "
+                         f"{sorted(self.steps)})")
 
     def learning_rate_for(self, dataset):
         return self.learning_rate.get(dataset, self.learning_rate.get("*"))

@@ -62,7 +62,7 @@ def run(dataset, regularizer, prior, seed, out, store, options):
     from tf_dpvae import study
     from trainers import presets
     spec = study.RunSpec(dataset, regularizer, prior, seed)
-    record = presets.run_one(spec, study.BUDGETS[options["budget"]], out,
+    record = presets.run_one(spec, presets.budget(options["budget"], [dataset]), out,
                              features_dir=options["features_dir"], verbose=0)
     kept = {k: record.get(k) for k in ("status", "message", "budget", "train_steps",
                                        "train_seconds", "eval_seconds", "step",

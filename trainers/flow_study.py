@@ -68,7 +68,7 @@ def run(group, dataset, variant, prior, extra, seed, out, store, options):
     from tf_dpvae import study
     from trainers import presets
     spec = study.RunSpec(dataset, options["regularizer"], prior, seed)
-    record = presets.run_one(spec, study.BUDGETS[options["budget"]],
+    record = presets.run_one(spec, presets.budget(options["budget"], [dataset]),
                              os.path.join(out, group, variant), extra_args=extra,
                              features_dir=options["features_dir"], verbose=0)
     kept = {k: record.get(k) for k in ("status", "message", "budget", "train_steps",

@@ -72,7 +72,7 @@ def run_unit(dataset, regularizer, prior, seed, columns, out, store, options):
     from tf_dpvae import evaluation, posthoc, study, training
     from trainers import presets
     spec = study.RunSpec(dataset, regularizer, prior, seed)
-    budget = study.BUDGETS[options["budget"]]
+    budget = presets.budget(options["budget"], [dataset])
     model_dir = spec.directory(out)
     todo = [(c, k) for c, k in columns
             if not os.path.exists(store_path(store, dataset, regularizer, c, seed))]

@@ -7,12 +7,49 @@ released configs as they are, per prior:
 ``trainers/configs/<dataset>/official/<regularizer>_<prior>.flags``.
 """
 
+import json
 import os
 
 from tf_dpvae import datasets
 from trainers import common
 
 CONFIG_DIR = os.path.join("trainers", "configs")  # flagfiles name each other from the repo root
+# The steps of the ``long`` budget, measured by trainers.knee (committed).
+KNEE_BUDGET = os.path.join("docs", "results", "knee", "budget.json")
+BUDGET_NAMES = ("smoke", "cpu", "long", "paper")
+LONG_LEARNING_RATE = 1e-4      # the paper's
+
+
+def budget(name, datasets_wanted=(), knee_budget=KNEE_BUDGET):
+    """The study budget called ``name``: one of tf_dpvae.study.BUDGETS, or ``long`` —
+    for each image dataset the steps at which the validation −ELBO of the plain VAE
+    and of its decoupled twin have flattened (``knee_budget``, written by
+    ``python -m trainers.knee``), at the paper's learning rate 1e-4; two moons as
+    shipped (10,000 steps, its flagfile's learning rate); the paper's evaluation
+    sizes. Raises ValueError naming a wanted dataset that has no measured budget."""
+    from tf_dpvae import study
+    if name != "long":
+        if name not in study.BUDGETS:
+            raise ValueError(f"--budget={name!r}: expected one of {BUDGET_NAMES}")
+        return study.BUDGETS[name]
+    measured = {}
+    if os.path.exists(knee_budget):
+        with open(knee_budget) as f:
+            measured = {k: int(v) for k, v in json.load(f).items()}
+    missing = [d for d in datasets_wanted if d != "moons" and d not in measured]
+    if missing:
+        raise ValueError(f"--budget=long: {knee_budget} has no measured steps for "
+                         f"{', '.join(missing)}; run python -m trainers.knee "
+                         f"--datasets={','.join(missing)} first")
+    steps = {"moons": 10_000, **measured}
+    return study.Budget(
+        "long", steps=steps, learning_rate={"moons": None, "*": LONG_LEARNING_RATE},
+        eval_options=dict(study.BUDGETS["paper"].eval_options),
+        description="the steps at which the plain VAE's validation −ELBO has flattened "
+                    "with both priors (trainers.knee: " + ", ".join(
+                        f"{d} {s:,}" for d, s in sorted(measured.items())) +
+                    ") at learning rate 1e-4; two moons as shipped (10,000 steps); the "
+                    "paper's evaluation sizes")
 
 
 def base_args(spec):

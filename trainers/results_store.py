@@ -18,7 +18,8 @@ def define_flags(out, store, record):
     flags.DEFINE_list("datasets", ["moons"], "Datasets (each needs "
                       "trainers/configs/<name>/).")
     flags.DEFINE_integer("seeds", 3, "Seeds 0 .. seeds-1.", lower_bound=1)
-    flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "paper"], "As trainers.study.")
+    flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "long", "paper"],
+                      "As trainers.study.")
     flags.DEFINE_string("out", out, "Model directories (checkpoints; not in "
                         "git).")
     flags.DEFINE_string("store", store, f"The results store (in git): "

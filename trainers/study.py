@@ -39,10 +39,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["moons"], "Datasets (each needs trainers/configs/<name>/).")
 flags.DEFINE_string("out", None, "Directory of the study (runs, tables, figures, report).",
                     required=True)
-flags.DEFINE_enum("budget", "cpu", ["smoke", "cpu", "paper"],
+flags.DEFINE_enum("budget", "cpu", list(presets.BUDGET_NAMES),
                   "Training steps and evaluation sizes: smoke (seconds per run, for "
                   "tests), cpu (about an hour per dataset on 2 cores with --seeds=2 "
-                  "--jobs=2), paper (100,000 iterations).")
+                  "--jobs=2), long (each image dataset until its validation loss has "
+                  "flattened, as measured by trainers.knee into "
+                  f"{presets.KNEE_BUDGET}; learning rate 1e-4), paper (100,000 "
+                  "iterations).")
 flags.DEFINE_integer("seeds", 2, "Seeds per (regularizer, prior): 0 .. seeds-1.",
                      lower_bound=1)
 flags.DEFINE_list("regularizers", list(study_lib.PAPER_MNIST),
@@ -72,7 +75,7 @@ def _worker_init(threads):
 
 def _run_in_worker(spec, budget_name, out, options):
     from tf_dpvae import study
-    return run_one(spec, study.BUDGETS[budget_name], out, **options)
+    return run_one(spec, presets.budget(budget_name, [spec.dataset]), out, **options)
 
 
 def _say(message):
@@ -93,7 +96,7 @@ def run():
     from tf_dpvae import study
 
     data_flags.check_data_dir()
-    budget = study.BUDGETS[FLAGS.budget]
+    budget = presets.budget(FLAGS.budget, FLAGS.datasets)
     specs = study.plan(FLAGS.datasets, FLAGS.regularizers, seeds=FLAGS.seeds,
                        preset=FLAGS.preset)
     for spec in specs:
