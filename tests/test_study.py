@@ -95,8 +95,42 @@ def test_rerun_skips_finished_runs(smoke_study):
     result = _study("--datasets=moons", "--budget=smoke", "--seeds=1", f"--out={out}",
                     "--regularizers=info")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 runs, 2 already finished" in result.stdout
+    assert "2 runs, 2 already recorded" in result.stdout
     assert os.path.getmtime(record) == before
+
+
+def test_store_publishes_skips_and_rebuilds_the_report_alone(smoke_study, tmp_path):
+    out, _ = smoke_study
+    store = str(tmp_path / "store")
+    result = _study("--datasets=moons", "--budget=smoke", "--seeds=1", f"--out={out}",
+                    "--regularizers=vae,info", f"--store={store}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 runs, 4 already recorded" in result.stdout       # published, not trained
+    for name in ("vae_normal", "vae_decoupled", "info_normal", "info_decoupled"):
+        record = study.finished(study.RunSpec("moons", name.split("_")[0],
+                                              name.split("_")[1], 0), store)
+        assert record["status"] == "done" and record["command"].startswith(
+            "python -m trainers.fit")
+        assert set(record["figures"]) <= set(study.REPORT_FIGURES)
+        for relative in record["figures"].values():
+            assert os.path.exists(os.path.join(store, relative))
+    assert not any(f.endswith(".index") for _, _, files in os.walk(store) for f in files)
+    report = open(os.path.join(store, "report.md")).read()
+    # Rebuilt from the store alone: the study directory is not read.
+    again = _study("--datasets=moons", "--budget=smoke", "--seeds=1",
+                   f"--out={tmp_path / 'nowhere'}", "--regularizers=vae,info",
+                   f"--store={store}", "--report_only")
+    assert again.returncode == 0, again.stderr[-3000:]
+    rebuilt = open(os.path.join(store, "report.md")).read()
+    assert _table_rows(rebuilt, "| Methods") == _table_rows(report, "| Methods")
+    assert len(_table_rows(rebuilt, "| Methods")) == 4
+    # A second seed trains only what the store lacks, into another --out.
+    more = _study("--datasets=moons", "--budget=smoke", "--seeds=2", "--regularizers=vae",
+                  f"--out={tmp_path / 'out2'}", f"--store={store}")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "4 runs, 2 already recorded" in more.stdout
+    seed1 = study.finished(study.RunSpec("moons", "vae", "decoupled", 1), store)
+    assert seed1["status"] == "done" and seed1["figures"] == {}
 
 
 def test_another_budget_in_the_same_out_is_refused(smoke_study):

@@ -247,6 +247,32 @@ def _write_record(directory, record):
     os.replace(temporary, os.path.join(directory, RUN_FILENAME))
 
 
+# The run figures the report shows (of the first seed): what a store keeps.
+REPORT_FIGURES = ("samples", "moons_panels", "latent_line", "traversals")
+
+
+def publish(record, out, store):
+    """Copy a finished run's record from the study directory ``out`` into the results
+    store ``store`` (committed in the repository), in the same layout, so that
+    :func:`write_report` builds the report from the store alone. Seed 0 brings the
+    figures the report shows (:data:`REPORT_FIGURES`); the other seeds bring none
+    (their records name no figures), keeping the store small. Returns the path."""
+    import shutil
+    spec = RunSpec(record["dataset"], record["regularizer"], record["prior"],
+                   record["seed"], record.get("preset", "paper"))
+    kept = {}
+    if record["seed"] == 0:
+        for name, relative in (record.get("figures") or {}).items():
+            source = os.path.join(out, relative)
+            if name in REPORT_FIGURES and os.path.exists(source):
+                target = os.path.join(store, relative)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(source, target)
+                kept[name] = relative
+    _write_record(spec.directory(store), {**record, "figures": kept})
+    return os.path.join(spec.directory(store), RUN_FILENAME)
+
+
 # --------------------------------------------------------------------------- report
 def mean_spread(values):
     """(mean, sample standard deviation or None for one value) of the finite values."""

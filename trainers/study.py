@@ -62,7 +62,13 @@ data_flags.define(dataset_default=False)
 flags.DEFINE_enum("feature_extractor", "classifier", ["classifier", "inception", "auto"],
                   "FID features for images (the project's classifiers by default).")
 flags.DEFINE_string("features_dir", None, "Directory of trained classifiers.")
-flags.DEFINE_boolean("report_only", False, "Only rewrite the report from --out.")
+flags.DEFINE_string("store", None, "A results store committed in the repository (e.g. "
+                    "docs/results/study/long): each finished run's record (metrics, "
+                    "exact command; the first seed's figures) is copied there, runs "
+                    "recorded there are skipped, and the report is built there from the "
+                    "store alone. Checkpoints stay in --out.")
+flags.DEFINE_boolean("report_only", False, "Only rewrite the report from --out (from "
+                     "--store when given).")
 flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16"], "trainers.fit "
                   "--precision of every run (default: each dataset's).")
 
@@ -109,13 +115,21 @@ def run():
         if FLAGS.precision:
             settings["precision"] = FLAGS.precision
         study.check_study_dir(FLAGS.out, budget, settings)
-        todo = [s for s in specs if study.finished(s, FLAGS.out) is None]
-        _say(f"{len(specs)} runs, {len(specs) - len(todo)} already finished in {FLAGS.out}; "
+        if FLAGS.store:
+            study.check_study_dir(FLAGS.store, budget, settings)
+            for spec in specs:       # finished in --out (e.g. before --store was given)
+                record = study.finished(spec, FLAGS.out)
+                if record and not study.finished(spec, FLAGS.store):
+                    study.publish(record, FLAGS.out, FLAGS.store)
+        where = FLAGS.store or FLAGS.out
+        todo = [s for s in specs if study.finished(s, where) is None]
+        _say(f"{len(specs)} runs, {len(specs) - len(todo)} already recorded in {where}; "
              f"{len(todo)} to go ({budget.name} budget, {FLAGS.jobs} at a time)")
         _train_and_evaluate(todo, budget)
-    text = study.write_report(FLAGS.out, FLAGS.datasets, budget, command,
+    report_dir = FLAGS.store or FLAGS.out
+    text = study.write_report(report_dir, FLAGS.datasets, budget, command,
                               FLAGS.regularizers, FLAGS.seeds)
-    _say(f"report: {os.path.join(FLAGS.out, 'report.md')} ({len(text.splitlines())} lines)")
+    _say(f"report: {os.path.join(report_dir, 'report.md')} ({len(text.splitlines())} lines)")
 
 
 def _train_and_evaluate(todo, budget):
@@ -126,6 +140,9 @@ def _train_and_evaluate(todo, budget):
     started = time.time()
 
     def report(done_count, spec, record):
+        from tf_dpvae import study
+        if FLAGS.store and record.get("status") in ("done", "diverged"):
+            study.publish(record, FLAGS.out, FLAGS.store)
         elapsed = time.time() - started
         eta = elapsed / done_count * (len(todo) - done_count)
         _say(f"[{done_count}/{len(todo)}] {spec.name}: {_describe(record)} "
