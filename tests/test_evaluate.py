@@ -44,6 +44,16 @@ def test_evaluate_writes_metrics_table_figures_and_events(moons_runs):
             metrics["nll_nats"] / (2 * 0.6931471805599453))
         assert any(v is not None for v in metrics["leakage"].values())
         assert metrics["unavailable"] == {}
+        from tf_dpvae.metrics import precision_recall, registry
+        for key in precision_recall.KEYS + precision_recall.LP_KEYS:
+            assert 0.0 <= metrics[key] <= (3.0 if key.startswith("density") else 1.0), key
+        assert metrics["manifold_protocol"]["num_real"] == metrics["num_real"]
+        # Every scalar of every metric goes to TensorBoard.
+        tags = {key for key in registry.scalar_keys()
+                if helpers.scalars(str(out), f"eval/{key}")}
+        assert tags == {key for key in registry.scalar_keys()
+                        if isinstance(metrics.get(key), float)}
+        assert {"fid", "precision", "recall_lp", "kl_pq", "nll_bits_per_dim"} <= tags
         table = (out / "table.md").read_text().splitlines()
         assert table[0].startswith("| Methods | FID | FID (LP) | sKL | NLL")
         assert len(table) == 3
@@ -150,7 +160,8 @@ def test_evaluate_with_a_tiny_posterior_variance_writes_strict_json(tmp_path, ca
     evaluation.write_json(tmp_path / "metrics.json", results)
     metrics = _strict_json(tmp_path / "metrics.json")
     assert metrics == results
-    missing = {"skl", "kl_pq", "fid_lp", "kid_lp"}
+    missing = {"skl", "kl_pq", "fid_lp", "kid_lp", "precision_lp", "recall_lp",
+               "density_lp", "coverage_lp"}
     assert set(metrics["unavailable"]) == missing
     assert all(metrics[key] is None for key in missing)
     assert "log q(z) is -inf or NaN at all 400 candidates" in metrics["unavailable"]["fid_lp"]

@@ -253,3 +253,17 @@ def test_parallel_jobs_give_the_same_runs(tmp_path):
         record = study.finished(study.RunSpec("moons", "vae", prior, 0), str(tmp_path))
         assert record["status"] == "done" and record["step"] == 30
         assert record["metrics"]["fid"] > 0
+
+
+def test_scores_table_bolds_the_higher_mean_and_shows_only_present_scores():
+    def record(prior, seed, precision, recall):
+        return {"regularizer": "vae", "prior": prior, "seed": seed, "status": "done",
+                "metrics": {"precision": precision, "recall": recall, "fid": 1.0}}
+    records = [record("normal", 0, 0.5, 0.7), record("normal", 1, 0.7, 0.9),
+               record("decoupled", 0, 0.8, 0.2), record("decoupled", 1, 0.8, 0.4)]
+    text = study.scores_table(records, ["vae"])
+    rows = _table_rows(text, "| Methods")
+    assert text.splitlines()[0] == "| Methods | Precision | Recall |"
+    assert rows[0][1:] == ["0.6 ± 0.14", "**0.8 ± 0.14**"]
+    assert rows[1][1:] == ["**0.8 ± 0**", "0.3 ± 0.14"]
+    assert study.scores_table([record("normal", 0, None, None)], ["vae"]) == ""

@@ -141,7 +141,7 @@ def evaluate(model, dataset, options, extractor=None, no_features=None):
         if spec.needs_factors and getattr(dataset, "factors", None) is None:
             continue                   # no known factors: not this dataset's metric
         if name in wanted and spec.needs_features and extractor is None:
-            context.unavailable(no_features, *(key for key, _ in spec.columns))
+            context.unavailable(no_features, *spec.keys)
             continue
         if name in wanted:
             started = time.perf_counter()

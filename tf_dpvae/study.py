@@ -288,15 +288,16 @@ def _format(mean, spread):
     return text if spread is None else f"{text} ± {spread:.2g}"
 
 
-def dataset_table(records, regularizers=REGULARIZERS):
+def dataset_table(records, regularizers=REGULARIZERS, columns=COLUMNS, higher=False):
     """Markdown in the layout of the paper's Table 1 for one dataset's run records.
 
-    Each cell is mean ± sample sd over the seeds that finished; the lower mean of each
-    (standard, decoupled) pair is bold. A cell lists how many seeds it holds when some
-    diverged; a run with no finished seed reads "diverged".
+    Each cell is mean ± sample sd over the seeds that finished; the better mean of each
+    (standard, decoupled) pair is bold: the lower, or the higher with ``higher`` (for
+    :func:`scores_table`). A cell lists how many seeds it holds when some diverged; a
+    run with no finished seed reads "diverged".
     """
-    lines = ["| Methods | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
+    lines = ["| Methods | " + " | ".join(title for _, title in columns) + " |",
+             "|---|" + "---|" * len(columns)]
     for regularizer in regularizers:
         pair = {}
         for prior in PRIORS:
@@ -306,13 +307,13 @@ def dataset_table(records, regularizers=REGULARIZERS):
                 continue
             done = [r for r in runs if r.get("status") == "done"]
             pair[prior] = (runs, {key: mean_spread([r["metrics"].get(key) for r in done])
-                                  for key, _ in COLUMNS})
+                                  for key, _ in columns})
         for prior, (runs, cells) in pair.items():
             other = pair.get(PRIORS[1 - PRIORS.index(prior)])
             name = _display(regularizer, prior)
             done = sum(r.get("status") == "done" for r in runs)
             row = []
-            for key, _ in COLUMNS:
+            for key, _ in columns:
                 mean, spread = cells[key]
                 if mean is None:
                     row.append("diverged" if done == 0 else "–")
@@ -321,11 +322,23 @@ def dataset_table(records, regularizers=REGULARIZERS):
                 if done < len(runs):
                     text += f" ({done} of {len(runs)} seeds)"
                 other_mean = other[1][key][0] if other else None
-                if other_mean is not None and mean < other_mean:
+                if other_mean is not None and (mean > other_mean if higher
+                                               else mean < other_mean):
                     text = f"**{text}**"
                 row.append(text)
             lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def scores_table(records, regularizers=REGULARIZERS):
+    """The metrics' higher-is-better numbers (precision, recall, density, coverage of
+    random and LP samples; disentanglement scores) that the records hold, in the
+    layout of :func:`dataset_table`, the higher of each pair in bold; "" when none."""
+    present = [(key, title) for key, title in metric_registry.score_columns()
+               if any(isinstance((r.get("metrics") or {}).get(key), (int, float))
+                      for r in records)]
+    return dataset_table(records, regularizers, tuple(present), higher=True) \
+        if present else ""
 
 
 def relative_change_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST):
@@ -513,6 +526,12 @@ def write_report(out, datasets, budget, command, regularizers=REGULARIZERS, seed
         with open(os.path.join(out, dataset, "times.md"), "w") as f:
             f.write(times)
         parts.append(f"\n## {dataset}\n\n" + "; ".join(notes) + ".\n\n" + table)
+        scores = scores_table(mine, regularizers)
+        if scores:
+            parts.append("\nScores, higher is better (improved precision / recall, k = 3, "
+                         "and density / coverage, k = 5, on the FID features; (LP): of "
+                         "the low-posterior samples), mean ± sd, the higher of each pair "
+                         "in bold:\n\n" + scores)
         parts.append("\nRelative change with the decoupled prior, (dp − standard) / "
                      "standard of the means; negative = better with the decoupled prior. "
                      "Paper: Table 1, MNIST columns.\n\n" + relative)

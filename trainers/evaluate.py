@@ -15,7 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from tf_dpvae.metrics import factors as factor_metrics  # noqa: E402
 from tf_dpvae.metrics import registry as metric_registry  # noqa: E402
 from tf_dpvae.posthoc import registry as posthoc_registry  # noqa: E402
 from trainers import common, data_flags  # noqa: E402
@@ -74,8 +73,7 @@ def run():
         features_dir=FLAGS.features_dir, posthoc_prior=FLAGS.posthoc_prior)
     writer = tf.summary.create_file_writer(out)
     with writer.as_default(step=results["step"]):
-        for key in ("fid", "fid_lp", "skl", "kl_pq", "kl_qp", "nll_nats", "nll_bits_per_dim",
-                    *(key for key, _ in factor_metrics.SCALARS)):
+        for key in metric_registry.scalar_keys():
             if results.get(key) is not None:
                 tf.summary.scalar(f"eval/{key}", results[key])
         for name, (_, png) in written.items():

@@ -8,9 +8,9 @@ options, the feature extractor, the results being written, and lazily:
   aggregate posterior q(z));
 * ``real``: the test split as numpy (the real images of FID);
 * ``real_features``: their features;
-* ``generated``: decoded prior samples and their z;
+* ``generated``: decoded prior samples and their z; ``generated_features``;
 * ``low_posterior`` / ``high_posterior``: LP / HP samples (None, with the reason in
-  ``lp_error``, when none can be chosen).
+  ``lp_error``, when none can be chosen); ``low_posterior_features``.
 
 All randomness is seeded from ``options.seed`` (stateless), so the order in which
 metrics ask for these parts does not change any number.
@@ -25,6 +25,12 @@ from tf_dpvae import data as data_lib
 from tf_dpvae.metrics import MetricUnavailableError
 from tf_dpvae.metrics import aggregate as aggregate_lib
 from tf_dpvae.metrics import selection
+
+
+# The metrics that score ``num_samples`` generated (LP) samples; the others draw only
+# what the figures show.
+SAMPLE_METRICS = frozenset({"fid", "precision_recall"})
+LP_SAMPLE_METRICS = frozenset({"fid_lp", "precision_recall"})
 
 
 def generate(model, num_samples, seed, batch_size=1000, z=None):
@@ -103,9 +109,22 @@ class EvalContext:
     def generated(self):
         """(decoded prior samples, their z): ``num_samples`` of them when FID is
         wanted, else 64 (for the figures)."""
-        count = self.options.num_samples if "fid" in self.wanted else 64
+        count = (self.options.num_samples if self.wanted & SAMPLE_METRICS else 64)
         self.say(f"generating {count} samples")
         return generate(self.model, count, self.options.seed)
+
+    @functools.cached_property
+    def generated_features(self):
+        """Features of :attr:`generated` (FID's and the precision/recall metrics')."""
+        return self.extractor(self.generated[0], verbose=self.options.verbose)
+
+    @functools.cached_property
+    def low_posterior_features(self):
+        """Features of the decoded LP samples, or None (reason in ``lp_error``)."""
+        lp = self.low_posterior
+        if lp is None:
+            return None
+        return self.extractor(self.decode(lp["z"]), verbose=self.options.verbose)
 
     def decode(self, z):
         return generate(self.model, 0, self.options.seed, z=z)[0]
@@ -115,7 +134,8 @@ class EvalContext:
         """(LP samples kept, prior draws they are chosen from): ``num_samples`` for
         FID (LP), else only the ``num_marked`` the figures show."""
         options = self.options
-        num_lp = options.num_samples if "fid_lp" in self.wanted else options.num_marked
+        num_lp = (options.num_samples if self.wanted & LP_SAMPLE_METRICS
+                  else options.num_marked)
         return num_lp, max(num_lp * options.lp_candidates_factor, options.num_marked)
 
     @functools.cached_property

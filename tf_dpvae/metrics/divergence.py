@@ -117,5 +117,5 @@ def compute(context):
                                       if not math.isfinite(skl[k])))
 
 
-register(MetricSpec("skl", compute, columns=(("skl", "sKL"),),
+register(MetricSpec("skl", compute, columns=(("skl", "sKL"),), extra_keys=("kl_pq", "kl_qp"),
                     help="symmetric KL between p(z) and q(z)"))

@@ -52,6 +52,6 @@ def compute(context):
                                     if key in part})
 
 
-register(MetricSpec("disentanglement", compute, needs_factors=True,
+register(MetricSpec("disentanglement", compute, needs_factors=True, scores=SCALARS,
                     help="MIG, DCI, FactorVAE score and SAP of the encoder means "
                          "(datasets with known factors, e.g. dsprites)"))

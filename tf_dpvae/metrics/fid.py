@@ -56,7 +56,7 @@ class KidResult(typing.NamedTuple):
     std: float
 
 
-def _as_features(features, name="features"):
+def as_features(features, name="features"):
     """float64 [N, F] array; rejects other ranks and non-finite values."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
@@ -83,7 +83,7 @@ def feature_statistics(features):
     Returns:
       ``(mu, sigma)``: float64 arrays [F] and [F, F].
     """
-    features = _as_features(features)
+    features = as_features(features)
     if features.shape[0] < 2:
         raise ValueError(
             f"feature_statistics needs at least 2 feature vectors; got {features.shape[0]}.")
@@ -175,8 +175,8 @@ def fid(features_a, features_b, eps=DEFAULT_EPS):
     Returns:
       A Python float.
     """
-    a = _as_features(features_a, "features_a")
-    b = _as_features(features_b, "features_b")
+    a = as_features(features_a, "features_a")
+    b = as_features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"Feature sizes differ: {a.shape[1]} vs {b.shape[1]}.")
     return frechet_distance(*feature_statistics(a), *feature_statistics(b), eps=eps)
@@ -224,8 +224,8 @@ def kid(features_a, features_b, num_subsets=100, subset_size=1000, seed=0):
     Returns:
       :class:`KidResult` ``(mean, std)`` (population std of the S subset values).
     """
-    a = _as_features(features_a, "features_a")
-    b = _as_features(features_b, "features_b")
+    a = as_features(features_a, "features_a")
+    b = as_features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"Feature sizes differ: {a.shape[1]} vs {b.shape[1]}.")
     if num_subsets < 1:
@@ -265,20 +265,17 @@ def _kid(a, b, seed):
 
 def compute_fid(context):
     """FID (and KID) of ``num_samples`` decoded prior samples against the test split."""
-    generated, _ = context.generated
-    features = context.extractor(generated, verbose=context.options.verbose)
-    _fid_and_kid(context, "fid", "kid", features)
+    _fid_and_kid(context, "fid", "kid", context.generated_features)
 
 
 def compute_fid_lp(context):
     """FID (and KID) of the low-posterior samples (paper §5.1) against the test split."""
-    lp = context.low_posterior
-    if lp is None:
+    features = context.low_posterior_features
+    if features is None:
         context.results["feature_extractor"] = context.extractor.name
         context.results["num_samples"] = context.options.num_samples
         context.unavailable(context.lp_error, "fid_lp", "kid_lp")
         return
-    features = context.extractor(context.decode(lp["z"]), verbose=context.options.verbose)
     _fid_and_kid(context, "fid_lp", "kid_lp", features)
 
 

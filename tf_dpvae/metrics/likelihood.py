@@ -165,4 +165,5 @@ def compute(context):
 
 
 register(MetricSpec("nll", compute, columns=(("nll_nats", "NLL (nats)"),),
+                    extra_keys=("nll_bits_per_dim",),
                     help="importance-sampled negative log-likelihood"))

@@ -17,7 +17,8 @@ import importlib
 from typing import Callable
 
 # The modules that register metrics, in the order the metrics are computed and listed.
-MODULES = ("validation", "fid", "divergence", "likelihood", "leakage", "factors")
+MODULES = ("validation", "fid", "precision_recall", "divergence", "likelihood", "leakage",
+           "factors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,9 @@ class MetricSpec:
                    better in each).
     needs_features: True when it compares images in a feature space (an extractor is
                    needed for image datasets).
+    scores:        ((result key, title), ...) of its numbers where higher is better
+                   (reported beside the Table-1 layout, not in it).
+    extra_keys:    other scalar result keys it writes (shown in TensorBoard).
     needs_factors: True when it needs data generated from known factors
                    (``Dataset.factors``); skipped on other datasets.
     help:          one line for ``--metrics``'s help.
@@ -42,6 +46,14 @@ class MetricSpec:
     needs_features: bool = False
     needs_factors: bool = False
     help: str = ""
+    scores: tuple = ()
+    extra_keys: tuple = ()
+
+    @property
+    def keys(self):
+        """Every scalar result key it writes: columns, scores, extra keys."""
+        return (tuple(k for k, _ in self.columns) + tuple(k for k, _ in self.scores)
+                + tuple(self.extra_keys))
 
 
 REGISTRY = {}
@@ -80,3 +92,13 @@ def table_columns():
 
 def needing_features():
     return {name for name, spec in metrics().items() if spec.needs_features}
+
+
+def score_columns():
+    """((result key, title), ...) of every metric's higher-is-better numbers."""
+    return tuple(column for spec in metrics().values() for column in spec.scores)
+
+
+def scalar_keys():
+    """Every scalar result key of every metric (what TensorBoard shows)."""
+    return tuple(key for spec in metrics().values() for key in spec.keys)
