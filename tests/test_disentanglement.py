@@ -205,3 +205,30 @@ def test_sap_perfect_rotated_and_ignored():
     assert good["sap"] > 0.3 > bad["sap"]
     assert partial["sap_per_factor"][2] < 0.05
     assert good["protocol"]["scikit_learn"]
+
+
+def test_encoding_each_distinct_observation_once_changes_no_score():
+    from tf_dpvae.metrics import factors
+
+    calls = []
+
+    def represent(x):  # row-wise and deterministic, as encoder means are
+        calls.append(len(x))
+        return np.tanh(scaled(x) @ ROTATION) + 0.3 * scaled(x) ** 2
+
+    sizes = dict(num_train=600, num_test=300)
+    direct = {"mig": mig.compute(Grid(), represent, 4, num_train=600),
+              "dci": dci.compute(Grid(), represent, 4, **sizes),
+              "sap": sap.compute(Grid(), represent, 4, **sizes),
+              "fvae": factor_vae.compute(Grid(), represent, 4, num_train=300, num_eval=200,
+                                         num_variance_estimate=600)}
+    direct_rows = sum(calls)
+    calls.clear()
+    once = factors.EncodedOnce(Grid(), represent, chunk=50)
+    cached = {"mig": mig.compute(once, once.represent, 4, num_train=600),
+              "dci": dci.compute(once, once.represent, 4, **sizes),
+              "sap": sap.compute(once, once.represent, 4, **sizes),
+              "fvae": factor_vae.compute(once, once.represent, 4, num_train=300,
+                                         num_eval=200, num_variance_estimate=600)}
+    assert cached == direct
+    assert sum(calls) == once.encoded <= int(np.prod(SIZES)) < direct_rows / 50

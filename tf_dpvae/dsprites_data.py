@@ -75,6 +75,7 @@ class FactorData:
 
     factor_names = dsprites.FACTOR_NAMES
     factor_sizes = dsprites.FACTOR_SIZES
+    deterministic_observations = True     # one image per factor row
 
     def __init__(self, subsample, resolution, images_by_index=None):
         self.subsample, self.resolution = dict(subsample), int(resolution)
