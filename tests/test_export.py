@@ -8,6 +8,7 @@ fresh-process ``--check`` at export, which costs a TensorFlow start-up each.
 """
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -385,3 +386,46 @@ def test_mixed_bfloat16_model_exports_and_passes_the_check(tmp_path):
     expected = model.decode_mean(tf.constant(z)).numpy()
     tolerance = precision.export_tolerance("mixed_bfloat16")
     assert 1e-5 < tolerance and np.abs(x - expected).max() < tolerance
+
+
+def test_ship_verify_and_sample_a_shipped_model(exports, tmp_path):
+    import numpy as np
+
+    from export import sample, ship
+    case = exports["moons_decoupled"]
+    root = tmp_path / "pretrained"
+    target = ship.ship(case.model_dir, "moons_test", root=str(root), note="a test")
+    card = json.loads((root / "moons_test" / "model.json").read_text())
+    assert card["prior"] == "decoupled" and card["dataset"] == "moons"
+    assert card["note"] == "a test" and card["version"] == 1
+    assert not (root / "moons_test" / saved_model.MODELS_CONFIG).exists()
+    assert ship.verify(target)["name"] == "moons_test"
+    # The reference is the in-memory model's own sample for that seed.
+    ref = dict(np.load(root / "moons_test" / "reference.npz"))
+    np.testing.assert_allclose(ref["x"], sample.sample(os.path.join(target, "1"), 8, 0)["x"])
+    # A reference that does not match is caught.
+    np.savez(root / "moons_test" / "reference.npz", **{**ref, "x": ref["x"] + 1.0})
+    with pytest.raises(ship.ShipError, match="differs from reference.npz"):
+        ship.verify(target)
+    # Shipping again needs --overwrite.
+    with pytest.raises(ship.ShipError, match="--overwrite"):
+        ship.ship(case.model_dir, "moons_test", root=str(root))
+    # The one-line sample command: a PNG, the same for the same seed, from the base dir.
+    out_a, out_b = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (out_a, out_b):
+        result = _run([sys.executable, "-m", "export.sample", f"--saved_model={target}",
+                       f"--out={out}", "--num_samples=16", "--seed=3"])
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert out_a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out_a.read_bytes() == out_b.read_bytes()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--saved_model=/nonexistent"], "--saved_model=/nonexistent"),
+    (["--saved_model=.", "--num_samples=0"], "--num_samples=0"),
+])
+def test_sample_cli_bad_input_is_one_line(flags, expected, tmp_path):
+    result = _run([sys.executable, "-m", "export.sample", *flags,
+                   f"--out={tmp_path / 'x.png'}"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert expected in result.stderr
