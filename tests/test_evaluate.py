@@ -48,6 +48,7 @@ def test_evaluate_writes_metrics_table_figures_and_events(moons_runs):
         for key in precision_recall.KEYS + precision_recall.LP_KEYS:
             assert 0.0 <= metrics[key] <= (3.0 if key.startswith("density") else 1.0), key
         assert metrics["manifold_protocol"]["num_real"] == metrics["num_real"]
+        assert metrics["manifold_protocol"]["set_size"] == min(metrics["num_real"], 500)
         # Every scalar of every metric goes to TensorBoard.
         tags = {key for key in registry.scalar_keys()
                 if helpers.scalars(str(out), f"eval/{key}")}

@@ -79,3 +79,13 @@ def test_bad_input():
         pr.scores(np.zeros((10, 2)), np.zeros((10, 3)))
     with pytest.raises(ValueError, match="nearest neighbours"):
         pr.kth_neighbour_radii(np.zeros((3, 2)), 3)
+
+
+def test_equal_sizes_subsamples_the_larger_set_only():
+    real, fake = np.arange(10.0)[:, None], np.arange(100.0, 130.0)[:, None]
+    r, f = pr.equal_sizes(real, fake, seed=0)
+    assert r is real and len(f) == 10 and set(f.ravel()) <= set(fake.ravel())
+    assert len(set(f.ravel())) == 10                      # without replacement
+    r2, f2 = pr.equal_sizes(fake, real, seed=0)
+    assert f2 is real and len(r2) == 10
+    np.testing.assert_array_equal(pr.equal_sizes(real, fake, seed=0)[1], f)

@@ -46,8 +46,9 @@ def budget(name, datasets_wanted=(), knee_budget=KNEE_BUDGET):
         "long", steps=steps, learning_rate={"moons": None, "*": LONG_LEARNING_RATE},
         eval_options=dict(study.BUDGETS["paper"].eval_options),
         description="the steps at which the plain VAE's validation −ELBO has flattened "
-                    "with both priors (trainers.knee: " + ", ".join(
-                        f"{d} {s:,}" for d, s in sorted(measured.items())) +
+                    "with both priors (trainers.knee: " + (", ".join(
+                        f"{d} {s:,}" for d, s in sorted(measured.items()))
+                        or "not measured yet") +
                     ") at learning rate 1e-4; two moons as shipped (10,000 steps); the "
                     "paper's evaluation sizes")
 

@@ -15,8 +15,10 @@ Precision: how many samples look real (quality); recall: how much of the real da
 the samples reach (diversity); density counts how many real neighbourhoods each
 sample falls in (≈ 1 for samples distributed like the data, robust to real outliers);
 coverage: the share of real neighbourhoods that hold a sample. The k are the papers'.
-Both sets should have the same size (the estimates depend on it): ``num_samples``
-generated against as many real test examples as there are (stated in the results).
+The estimates depend on the set sizes (a larger set has smaller k-NN balls), so the
+evaluation compares sets of equal size, as the papers do: the larger of the two is
+subsampled (without replacement, seeded) to the size of the smaller, and both sizes
+are stated in the results.
 
 Distances are Euclidean, computed block by block (``block`` rows at a time) so that
 memory stays O(block · max(N, M)).
@@ -90,13 +92,28 @@ KEYS = ("precision", "recall", "density", "coverage")
 LP_KEYS = tuple(f"{k}_lp" for k in KEYS)
 
 
+def equal_sizes(real, generated, seed):
+    """(real, generated) with the larger subsampled to the smaller's size (without
+    replacement, from ``seed``)."""
+    n = min(len(real), len(generated))
+    rng = np.random.default_rng(seed)
+
+    def cut(x):
+        return x if len(x) == n else x[np.sort(rng.choice(len(x), n, replace=False))]
+    return cut(real), cut(generated)
+
+
 def compute(context):
     """The four scores of the random samples and of the LP samples, on FID's
-    features, against the real test features."""
+    features, against the real test features (equal set sizes)."""
+    size = min(len(context.real), context.options.num_samples)
     protocol = {"precision_recall_k": PRECISION_RECALL_K,
                 "density_coverage_k": DENSITY_COVERAGE_K,
-                "features": context.extractor.name, "num_real": len(context.real),
-                "distance": "Euclidean"}
+                "features": context.extractor.name, "distance": "Euclidean",
+                "set_size": size, "num_real": len(context.real),
+                "num_generated": context.options.num_samples,
+                "subsampling": "the larger set to the smaller's size, without "
+                               "replacement (seed: the evaluation's)"}
     context.results["manifold_protocol"] = protocol
     context.say(f"precision / recall / density / coverage ({protocol['features']})")
     for keys, features, reason in (
@@ -107,7 +124,8 @@ def compute(context):
             if found is None:
                 context.unavailable(reason(), *keys)
                 continue
-            values = scores(context.real_features, found)
+            values = scores(*equal_sizes(context.real_features, found,
+                                         context.options.seed))
             context.results.update({key: values[plain] for key, plain in zip(keys, KEYS)})
         except MetricUnavailableError as error:
             context.unavailable(str(error), *keys)
