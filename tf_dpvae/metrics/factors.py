@@ -82,7 +82,8 @@ def compute(context):
         data = EncodedOnce(data, represent)
         represent = data.represent
     seed = options.seed
-    context.say(f"disentanglement metrics ({train} / {test} samples; {data.describe()})")
+    context.say(f"disentanglement metrics ({train} / {test} samples; "
+                f"{context.dataset.factors.describe()})")
     details = {
         "mig": mig.compute(data, represent, seed, num_train=train),
         "dci": dci.compute(data, represent, seed, num_train=train, num_test=test),
