@@ -32,22 +32,6 @@ from absl import app, flags  # noqa: E402
 from trainers import common, results_store  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("datasets", ["fashion_mnist", "mnist"], "Image datasets to measure.")
-flags.DEFINE_integer("seed", 0, "Seed of the runs.")
-flags.DEFINE_float("learning_rate", 1e-4, "Adam's learning rate (the paper's).",
-                   lower_bound=0.0)
-flags.DEFINE_integer("chunk", 5000, "Steps trained between two looks at the curve.",
-                     lower_bound=1)
-flags.DEFINE_integer("window", 10_000, "W of the knee rule (steps).", lower_bound=1)
-flags.DEFINE_float("tolerance", 0.0025, "τ of the knee rule (relative).", lower_bound=0.0)
-flags.DEFINE_integer("max_steps", 100_000, "Stop a run here without a knee.",
-                     lower_bound=1)
-flags.DEFINE_string("out", "runs/knee", "Model directories (checkpoints; not in git).")
-flags.DEFINE_string("store", "docs/results/knee", "The results store (in git).")
-flags.DEFINE_integer("jobs", 1, "Runs trained at the same time (one CPU thread each).",
-                     lower_bound=1)
-flags.DEFINE_boolean("report_only", False, "Only rebuild report.md, the plots and "
-                     "budget.json from the store.")
 
 PRIORS = ("normal", "decoupled")
 BUDGET_FILENAME = "budget.json"
@@ -216,6 +200,27 @@ def run():
     print(f"[knee] report: {report(FLAGS.store, FLAGS.chunk, FLAGS.max_steps)}")
 
 
+def define_flags():
+    """The command's flags (defined only when run as a command: importing this module
+    defines none, so it can sit beside trainers.common's flags)."""
+    flags.DEFINE_list("datasets", ["fashion_mnist", "mnist"], "Image datasets to measure.")
+    flags.DEFINE_integer("seed", 0, "Seed of the runs.")
+    flags.DEFINE_float("learning_rate", 1e-4, "Adam's learning rate (the paper's).",
+                       lower_bound=0.0)
+    flags.DEFINE_integer("chunk", 5000, "Steps trained between two looks at the curve.",
+                         lower_bound=1)
+    flags.DEFINE_integer("window", 10_000, "W of the knee rule (steps).", lower_bound=1)
+    flags.DEFINE_float("tolerance", 0.0025, "τ of the knee rule (relative).", lower_bound=0.0)
+    flags.DEFINE_integer("max_steps", 100_000, "Stop a run here without a knee.",
+                         lower_bound=1)
+    flags.DEFINE_string("out", "runs/knee", "Model directories (checkpoints; not in git).")
+    flags.DEFINE_string("store", "docs/results/knee", "The results store (in git).")
+    flags.DEFINE_integer("jobs", 1, "Runs trained at the same time (one CPU thread each).",
+                         lower_bound=1)
+    flags.DEFINE_boolean("report_only", False, "Only rebuild report.md, the plots and "
+                         "budget.json from the store.")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -223,4 +228,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

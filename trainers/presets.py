@@ -36,14 +36,21 @@ def budget(name, datasets_wanted=(), knee_budget=KNEE_BUDGET):
     if os.path.exists(knee_budget):
         with open(knee_budget) as f:
             measured = {k: int(v) for k, v in json.load(f).items()}
-    missing = [d for d in datasets_wanted if d != "moons" and d not in measured]
+    images = {n for n in datasets.names() if datasets.get(n).kind == datasets.IMAGES}
+    missing = [d for d in datasets_wanted if d in images and d not in measured]
     if missing:
         raise ValueError(f"--budget=long: {knee_budget} has no measured steps for "
                          f"{', '.join(missing)}; run python -m trainers.knee "
                          f"--datasets={','.join(missing)} first")
-    steps = {"moons": 10_000, **measured}
+    # Datasets of points (two moons) train as shipped: the cpu budget's steps and
+    # their flagfiles' learning rates.
+    cpu = study.BUDGETS["cpu"]
+    points = [n for n in datasets.names() if n not in images]
+    steps = {**{n: cpu.steps_for(n) for n in points}, **measured}
+    learning_rate = {**{n: cpu.learning_rate_for(n) for n in points},
+                     "*": LONG_LEARNING_RATE}
     return study.Budget(
-        "long", steps=steps, learning_rate={"moons": None, "*": LONG_LEARNING_RATE},
+        "long", steps=steps, learning_rate=learning_rate,
         eval_options=dict(study.BUDGETS["paper"].eval_options),
         description="the steps at which the plain VAE's validation −ELBO has flattened "
                     "with both priors (trainers.knee: " + (", ".join(
