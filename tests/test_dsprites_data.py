@@ -136,3 +136,23 @@ def test_disentanglement_study_records_runs_and_reports(tmp_path):
         in report
     again = helpers.run_module("trainers.disentanglement_study", *args)
     assert "0 run(s) to do" in again.stdout
+
+
+def test_disentanglement_report_bolds_only_with_two_seeds_a_side(tmp_path):
+    from trainers import disentanglement_study as ds
+    from trainers import results_store
+
+    def record(prior, seed, mig):
+        return {"dataset": "dsprites", "regularizer": "vae", "prior": prior,
+                "seed": seed, "status": "done", "metrics": {"mig": mig}}
+    store = str(tmp_path)
+    for r in (record("normal", 0, 0.1), record("decoupled", 0, 0.5)):
+        results_store.write_record(ds.store_path(store, "dsprites", "vae", r["prior"],
+                                                 r["seed"]), r)
+    assert "**" not in open(ds.report(store)).read().split("| vae |", 1)[1]
+    for r in (record("normal", 1, 0.12), record("decoupled", 1, 0.52)):
+        results_store.write_record(ds.store_path(store, "dsprites", "vae", r["prior"],
+                                                 r["seed"]), r)
+    rows = [line for line in open(ds.report(store)).read().splitlines()
+            if line.startswith("| vae |")]
+    assert "**0.51 ± 0.014**" in rows[1] and "**" not in rows[0]

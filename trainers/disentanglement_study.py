@@ -97,9 +97,9 @@ def report(store):
              "Built by `python -m trainers.disentanglement_study --report_only` from the "
              "records in this folder (one JSON per run, with its exact command and every "
              "metric's protocol). Cells: mean ± sample sd over the seeds that finished "
-             "(n); in bold the better prior of a pair where the means differ by more "
-             "than the larger sd. Higher is better for MIG, DCI, FactorVAE and SAP, lower "
-             "for sKL and NLL. FID needs image features dSprites does not have (no "
+             "(n); in bold the better prior of a pair where both have at least two "
+             "seeds and the means differ by more than the larger sd. Higher is better "
+             "for MIG, DCI, FactorVAE and SAP, lower for sKL and NLL. FID needs image features dSprites does not have (no "
              "classes to train a classifier on)."]
     for dataset in sorted({r["dataset"] for r in records}):
         rows = [r for r in records if r["dataset"] == dataset]
@@ -121,9 +121,9 @@ def report(store):
                 cells = []
                 for (key, _, higher), mine, theirs in zip(METRICS, own, other):
                     best = False
-                    if mine[0] is not None and theirs[0] is not None:
+                    if mine[1] is not None and theirs[1] is not None:   # ≥ 2 seeds each
                         gap = (mine[0] - theirs[0]) * (1 if higher else -1)
-                        best = gap > max(mine[1] or 0.0, theirs[1] or 0.0)
+                        best = gap > max(mine[1], theirs[1])
                     cells.append(results_store.cell(*mine[:2], bold=best))
                 lines.append(f"| {regularizer} | {prior} | {n} | " + " | ".join(cells)
                              + " |")
