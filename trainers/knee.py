@@ -144,10 +144,7 @@ def report(store, chunk, max_steps):
     path."""
     records = results_store.read_records(store)
     found = budget(records, chunk, max_steps)
-    with open(os.path.join(store, BUDGET_FILENAME) + ".tmp", "w") as f:
-        json.dump(found, f, indent=2, sort_keys=True)
-    os.replace(os.path.join(store, BUDGET_FILENAME) + ".tmp",
-               os.path.join(store, BUDGET_FILENAME))
+    results_store.write_record(os.path.join(store, BUDGET_FILENAME), found)
     lines = ["# When do the image models converge? (the `long` budget)", "",
              "Built by `python -m trainers.knee --report_only` from the records in this "
              "folder. The plain VAE with each prior (the `paper` configuration, seed "
