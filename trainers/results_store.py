@@ -92,25 +92,48 @@ def write_report(store, lines):
     return path
 
 
-def _worker_init(threads):
+def _exit_with_parent(parent, poll_seconds):
+    """Exit this process as soon as its parent is gone (its parent pid changes)."""
+    import time
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
+def _worker_init(threads, parent, poll_seconds):
+    """A worker's setup: ``threads`` CPU threads for TensorFlow, and a watcher thread
+    that ends the worker when the process that started it dies. Without it, killing a
+    study's main process leaves its workers running: orphans that finish their current
+    run while the next study competes with them for the CPU. Whatever a killed worker
+    was training resumes from its last checkpoint."""
+    import threading
+    threading.Thread(target=_exit_with_parent, args=(parent, poll_seconds),
+                     daemon=True, name="exit-with-parent").start()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def worker_pool(jobs, poll_seconds=1.0):
+    """A pool of ``jobs`` spawned worker processes sharing the CPU threads
+    (:func:`_worker_init`: they exit when this process dies)."""
+    import concurrent.futures
+    import multiprocessing
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+        initargs=(threads, os.getpid(), poll_seconds))
+
+
 def run_units(units, fn, args, jobs, done):
     """``done(fn(*unit, *args))`` for each unit: in this process when ``jobs`` is 1,
-    else in ``jobs`` spawned processes sharing the CPU threads."""
+    else in a :func:`worker_pool` of ``jobs`` processes."""
     if jobs == 1:
         for unit in units:
             done(fn(*unit, *args))
         return
     import concurrent.futures
-    import multiprocessing
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with concurrent.futures.ProcessPoolExecutor(
-            jobs, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(threads,)) as pool:
+    with worker_pool(jobs) as pool:
         futures = [pool.submit(fn, *unit, *args) for unit in units]
         for future in concurrent.futures.as_completed(futures):
             done(future.result())

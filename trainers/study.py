@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 
 from tf_dpvae import objectives  # noqa: E402
 from tf_dpvae import study as study_lib  # noqa: E402
-from trainers import common, data_flags, presets  # noqa: E402
+from trainers import common, data_flags, presets, results_store  # noqa: E402
 from trainers.presets import run_one  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -71,12 +71,6 @@ flags.DEFINE_boolean("report_only", False, "Only rewrite the report from --out (
                      "--store when given).")
 flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16"], "trainers.fit "
                   "--precision of every run (default: each dataset's).")
-
-
-def _worker_init(threads):
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def _run_in_worker(spec, budget_name, out, options):
@@ -154,16 +148,11 @@ def _train_and_evaluate(todo, budget):
             report(i, spec, run_one(spec, budget, FLAGS.out, **options))
         return
     import concurrent.futures
-    import multiprocessing
 
-    threads = max(1, (os.cpu_count() or 1) // FLAGS.jobs)
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-            FLAGS.jobs, mp_context=context, initializer=_worker_init,
-            initargs=(threads,)) as pool:
+    with results_store.worker_pool(FLAGS.jobs) as pool:
         futures = {pool.submit(_run_in_worker, spec, budget.name, FLAGS.out, options): spec
                    for spec in todo}
-        _say(f"{FLAGS.jobs} worker processes, {threads} thread(s) each")
+        _say(f"{FLAGS.jobs} worker processes")
         for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
             report(i, futures[future], future.result())
 
