@@ -24,6 +24,8 @@ RESUME_CONFIGS = {
     "beta_b": dict(regularizer="beta_b", prior="decoupled", capacity_stop_steps=100,
                    capacity_max=25.0),
     "factor": dict(regularizer="factor", prior="decoupled"),
+    # XLA-compiled steps (--jit_compile) continue exactly too.
+    "xla": dict(regularizer="vae", prior="decoupled", jit_compile=True),
 }
 
 
@@ -32,8 +34,8 @@ def resume_runs(tmp_path_factory):
     """Run A of each config trains 0 -> 60 straight, checkpointing every 20 steps.
 
     Run B of beta_b starts from a copy of A's ckpt-20, trains with --train_steps=40,
-    then the same command with --train_steps=60 resumes it to 60; run B of factor
-    resumes a copy of A's ckpt-40 to 60. B starts from A's checkpoints so that the test
+    then the same command with --train_steps=60 resumes it to 60; runs B of factor and xla
+    resume a copy of A's ckpt-40 to 60. B starts from A's checkpoints so that the test
     does not depend on the initial weights being reproducible across processes: what
     it tests is that stopping and resuming reproduces the uninterrupted run.
     Returns ({name: (a_dir, b_dir)}, {name: [outputs of B's runs]}).
@@ -52,10 +54,11 @@ def resume_runs(tmp_path_factory):
             if which == 1:
                 outputs[name].append(out)
 
-    run_all([("beta_b", 0, 60), ("factor", 0, 60)])
+    run_all([("beta_b", 0, 60), ("factor", 0, 60), ("xla", 0, 60)])
     helpers.copy_checkpoint(*runs["beta_b"], 20)
     helpers.copy_checkpoint(*runs["factor"], 40)
-    run_all([("beta_b", 1, 40), ("factor", 1, 60)])
+    helpers.copy_checkpoint(*runs["xla"], 40)
+    run_all([("beta_b", 1, 40), ("factor", 1, 60), ("xla", 1, 60)])
     run_all([("beta_b", 1, 60)])
     return runs, outputs
 
@@ -110,6 +113,13 @@ def test_resume_continues_exactly_factor(resume_runs):
     b_disc = helpers.scalars(os.path.join(b_dir, "train"), "discriminator_loss")
     np.testing.assert_allclose([b_disc[s] for s in (50, 60)], [a_disc[s] for s in (50, 60)],
                                rtol=1e-5)
+
+
+def test_resume_continues_exactly_with_xla(resume_runs):
+    runs, outputs = resume_runs
+    assert all("compiled with XLA" in out for out in outputs["xla"])
+    assert not any("compiled with XLA" in out for out in outputs["factor"])
+    _check_resumed_exactly(*runs["xla"], outputs["xla"], resumed_at=[40])
 
 
 def test_changed_settings_are_refused(resume_runs):

@@ -47,6 +47,7 @@ class TrainConfig:
     max_checkpoints: int = 3
     verbose: int = 1
     steps_per_execution: int = 0      # 0: the largest divisor ≤ 100 of the periods
+    jit_compile: bool = False         # XLA-compile the train and validation steps
 
 
 def make_strategy(name):
@@ -246,10 +247,17 @@ def _train(model_config, tc, strategy, chief):
     if tc.strategy != "multi_worker":
         # Set before fit() makes its train function (compile would reset the optimizer).
         model.steps_per_execution = steps_per_execution(tc, start_step)
+    model.jit_compile = tc.jit_compile
+    if tc.jit_compile and not model.jit_compile:
+        raise ValueError("--jit_compile: Keras cannot compile this model with XLA here "
+                         "(a layer without XLA support, or op determinism enabled)")
     if chief:
         print(f"tf_dpvae: {config.regularizer} / {config.prior} prior on {dataset.name} "
               f"({dataset.num_train} training examples, {dataset.source}); "
               f"steps {start_step} -> {tc.train_steps}; model_dir {tc.model_dir}", flush=True)
+        if model.jit_compile:
+            print("tf_dpvae: training and validation steps compiled with XLA "
+                  "(--jit_compile)", flush=True)
         for name, (old, new) in changed.items():
             print(f"tf_dpvae: --{name} changed from {old} to {new} at step {start_step} "
                   f"(recorded in {CONFIG_FILENAME})", flush=True)

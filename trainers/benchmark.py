@@ -1,15 +1,18 @@
 """Training speed: the bare step and the real ``trainers.fit`` path, per regularizer ×
-prior × precision, at one thread and at two.
+prior × precision × compiler (a TF graph, or XLA: ``trainers.fit --jit_compile``), at
+one thread and at two.
 
     python -m trainers.benchmark                       # MNIST model (conv28, batch 100)
     python -m trainers.benchmark --dataset=moons --precisions=float32
+    python -m trainers.benchmark --dataset=moons --regularizers=vae \
+        --precisions=float32 --compilers=graph,xla --threads=1
     python -m trainers.benchmark --baseline_rev=ef95237   # also time that revision's fit
     python -m trainers.benchmark --regularizers=vae --priors=normal --modes=bare --threads=2
 
 Two measurements per configuration, each in its own process per thread count
 (``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS``; TensorFlow fixes them at start):
 
-* **bare**: ``tf.function(model.train_step)`` on one fixed in-memory batch of the
+* **bare**: ``tf.function(model.train_step)`` (``jit_compile`` for xla) on one fixed in-memory batch of the
   dataset's shape, traced and warmed up, then ``--rounds`` × ``--steps`` steps; the
   configurations of one process are interleaved (twins back to back, order rotated),
   so load from other processes hits them alike.
@@ -52,6 +55,8 @@ from trainers import data_flags  # noqa: E402
 REGULARIZERS = objectives.REGULARIZERS
 PRIORS = (STANDARD, DECOUPLED)
 MODES = ("bare", "fit")
+# How the step runs: a TF graph, or compiled with XLA (trainers.fit --jit_compile).
+COMPILERS = ("graph", "xla")
 PEAK_N = 1024
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Targets (issue 13): fit vs the bare step, the recommended precision's fit vs the
@@ -77,6 +82,8 @@ def define_flags():
                       f"Regularizers to time (of {', '.join(REGULARIZERS)}).")
     flags.DEFINE_list("priors", list(PRIORS), "Priors to time.")
     flags.DEFINE_list("precisions", list(precision.PRECISIONS), "Precisions to time.")
+    flags.DEFINE_list("compilers", ["graph"], "graph and/or xla (trainers.fit "
+                      "--jit_compile).")
     flags.DEFINE_list("modes", list(MODES), "bare (train_step) and/or fit (trainers.fit).")
     flags.DEFINE_list("threads", ["1", "2"], "Thread counts (intra- and inter-op), one "
                       "process each.")
@@ -117,10 +124,11 @@ def make_batch(config, seed=0):
     return tf.constant((rng.random(shape) < 0.5).astype("float32"))
 
 
-def configurations(regularizers, priors, precisions):
-    """(regularizer, prior, precision) in measuring order: twins (same regularizer and
-    precision, both priors) next to each other."""
-    return [(r, p, q) for r in regularizers for q in precisions for p in priors]
+def configurations(regularizers, priors, precisions, compilers=("graph",)):
+    """(regularizer, prior, precision, compiler) in measuring order: twins (same
+    regularizer, precision and compiler, both priors) next to each other."""
+    return [(r, p, q, c) for r in regularizers for q in precisions for c in compilers
+            for p in priors]
 
 
 # ------------------------------------------------------------------ bare (in-process)
@@ -163,20 +171,20 @@ def time_bare(dataset, configs, steps, rounds, warmup_steps, seed=0, log=print):
     import tensorflow as tf
     from tf_dpvae.training import build_model
     runners = []
-    for regularizer, prior, precision_name in configs:
+    for regularizer, prior, precision_name, compiler in configs:
         config = make_config(dataset, regularizer, prior, precision_name, seed)
         model = build_model(config)
         batch = make_batch(config, seed)
-        step = tf.function(model.train_step)
+        step = tf.function(model.train_step, jit_compile=compiler == "xla")
         started = time.perf_counter()
         step(batch)["loss"].numpy()
         runner = {"regularizer": regularizer, "prior": prior, "precision": precision_name,
-                  "trace_seconds": time.perf_counter() - started,
+                  "compile": compiler, "trace_seconds": time.perf_counter() - started,
                   "flops_per_step": step_flops(step, batch),
                   "samples": [], "cpu_ms": [], "step": step, "batch": batch}
         for _ in range(warmup_steps):
             step(batch)
-        log(f"built {regularizer} / {prior} / {precision_name}: trace "
+        log(f"built {regularizer} / {prior} / {precision_name} / {compiler}: trace "
             f"{runner['trace_seconds']:.1f} s, {runner['flops_per_step'] / 1e9:.2f} "
             "GFLOP/step")
         runners.append(runner)
@@ -195,7 +203,8 @@ def time_bare(dataset, configs, steps, rounds, warmup_steps, seed=0, log=print):
             runner["samples"].append(steps / elapsed)
             runner["cpu_ms"].append((time.process_time() - cpu_started) / steps * 1e3)
             log(f"bare round {round_index + 1}/{rounds} {runner['regularizer']} / "
-                f"{runner['prior']} / {runner['precision']}: {steps / elapsed:.1f} steps/s")
+                f"{runner['prior']} / {runner['precision']} / {runner['compile']}: "
+                f"{steps / elapsed:.1f} steps/s")
     results = [{k: v for k, v in r.items() if k not in ("step", "batch")} for r in runners]
     return {"peak_gflops": peaks, "results": results}
 
@@ -260,7 +269,7 @@ def fit_windows(points, warmup_steps, steps, rounds):
 
 
 def time_fit(checkout, dataset, regularizer, prior, precision_name, threads, steps,
-             rounds, warmup_steps, data_source="auto", data_dir=None):
+             rounds, warmup_steps, data_source="auto", data_dir=None, compiler="graph"):
     """One ``trainers.fit`` run of ``checkout``: ({samples, cpu_ms}, seconds)."""
     total = warmup_steps + rounds * steps
     with tempfile.TemporaryDirectory(prefix="tf_dpvae_bench_") as tmp:
@@ -273,6 +282,8 @@ def time_fit(checkout, dataset, regularizer, prior, precision_name, threads, ste
                 "--checkpoint_every=1000", "--sample_every=1000"]
         if precision_name != "float32":
             args.append(f"--precision={precision_name}")
+        if compiler == "xla":
+            args.append("--jit_compile")
         if data_dir:
             args.append(f"--data_dir={os.path.abspath(data_dir)}")
         started = time.perf_counter()
@@ -323,15 +334,16 @@ def summarize(samples, cpu_ms):
 
 def benchmark(dataset, regularizers, priors, precisions, modes, threads, steps, rounds,
               warmup_steps, baseline_rev=None, data_source="auto", data_dir=None,
-              log=print):
+              log=print, compilers=("graph",)):
     """Every measurement; returns the report dict (settings, peaks, rows)."""
-    configs = configurations(regularizers, priors, precisions)
+    configs = configurations(regularizers, priors, precisions, compilers)
     rows = {}
 
-    def row(regularizer, prior, precision_name, code):
-        key = (regularizer, prior, precision_name, code)
+    def row(regularizer, prior, precision_name, compiler, code):
+        key = (regularizer, prior, precision_name, compiler, code)
         return rows.setdefault(key, {"regularizer": regularizer, "prior": prior,
-                                     "precision": precision_name, "code": code})
+                                     "precision": precision_name, "compile": compiler,
+                                     "code": code})
     peaks = {}
     parent = tempfile.mkdtemp(prefix="tf_dpvae_bench_")
     checkouts = {"current": ROOT}
@@ -344,7 +356,8 @@ def benchmark(dataset, regularizers, priors, precisions, modes, threads, steps, 
                                          warmup_steps, log)
                 peaks[n] = report["peak_gflops"]
                 for r in report["results"]:
-                    entry = row(r["regularizer"], r["prior"], r["precision"], "current")
+                    entry = row(r["regularizer"], r["prior"], r["precision"], r["compile"],
+                                "current")
                     entry[f"bare_{n}"] = summarize(r["samples"], r["cpu_ms"])
                     entry["flops_per_step"] = r["flops_per_step"]
                     entry[f"trace_seconds_{n}"] = r["trace_seconds"]
@@ -352,16 +365,17 @@ def benchmark(dataset, regularizers, priors, precisions, modes, threads, steps, 
                 runs = []
                 for c in configs:
                     runs.append(c + ("current",))
-                    if baseline_rev and c[2] == "float32":
+                    if baseline_rev and c[2:] == ("float32", "graph"):
                         runs.append(c + (baseline_rev,))
-                for index, (regularizer, prior, precision_name, code) in enumerate(runs):
+                for index, (regularizer, prior, precision_name, compiler,
+                            code) in enumerate(runs):
                     measured, seconds = time_fit(
                         checkouts[code], dataset, regularizer, prior, precision_name, n,
-                        steps, rounds, warmup_steps, data_source, data_dir)
-                    row(regularizer, prior, precision_name, code)[f"fit_{n}"] = summarize(
-                        measured["samples"], measured["cpu_ms"])
+                        steps, rounds, warmup_steps, data_source, data_dir, compiler)
+                    row(regularizer, prior, precision_name, compiler, code)[
+                        f"fit_{n}"] = summarize(measured["samples"], measured["cpu_ms"])
                     log(f"[{n} thread(s)] fit {index + 1}/{len(runs)} {regularizer} / "
-                        f"{prior} / {precision_name} / {code}: "
+                        f"{prior} / {precision_name} / {compiler} / {code}: "
                         f"{statistics.median(measured['samples']):.1f} steps/s "
                         f"({seconds:.0f} s)")
     finally:
@@ -397,11 +411,15 @@ def _get(row, key, field):
     return (row.get(key) or {}).get(field)
 
 
+def _compiler(row):
+    return row.get("compile", "graph")    # reports from before XLA was timed
+
+
 def format_table(report):
     """Markdown: one row per configuration (and baseline), every measurement."""
     threads = report["settings"]["threads"]
     peaks = report["peak_gflops"]
-    head = ["regularizer", "prior", "precision", "code"]
+    head = ["regularizer", "prior", "precision", "compile", "code"]
     for n in threads:
         head += [f"bare CPU ms ({n}t)", f"fit CPU ms ({n}t)", f"bare steps/s ({n}t)",
                  f"fit steps/s ({n}t)", f"fit/bare ({n}t)"]
@@ -411,7 +429,7 @@ def format_table(report):
     def fmt(value, spec="{:.1f}"):
         return "–" if value is None else spec.format(value)
     for r in report["rows"]:
-        cells = [r["regularizer"], r["prior"], r["precision"], r["code"]]
+        cells = [r["regularizer"], r["prior"], r["precision"], _compiler(r), r["code"]]
         for n in threads:
             bare, fit = _get(r, f"bare_{n}", "steps_per_second"), _get(
                 r, f"fit_{n}", "steps_per_second")
@@ -444,18 +462,21 @@ def check_targets(report, recommended=None):
     def rate(r, mode, n=top):
         return _get(r, f"{mode}_{n}", "steps_per_second")
 
-    def find(regularizer, prior, precision_name, code="current"):
+    def find(regularizer, prior, precision_name, compiler="graph", code="current"):
         for r in rows:
-            if (r["regularizer"], r["prior"], r["precision"], r["code"]) == (
-                    regularizer, prior, precision_name, code):
+            if (r["regularizer"], r["prior"], r["precision"], _compiler(r), r["code"]) == (
+                    regularizer, prior, precision_name, compiler, code):
                 return r
         return None
+
+    def suffix(r):
+        return "" if _compiler(r) == "graph" else f" / {_compiler(r)}"
     for r in rows:
         if r["code"] == "current" and rate(r, "bare") and rate(r, "fit"):
             ratio = rate(r, "fit") / rate(r, "bare")
             checks.append((f"fit >= {FIT_TARGET} x bare: {r['regularizer']} / {r['prior']} / "
-                           f"{r['precision']} ({top} threads)", ratio >= FIT_TARGET,
-                           f"{ratio:.2f}"))
+                           f"{r['precision']}{suffix(r)} ({top} threads)",
+                           ratio >= FIT_TARGET, f"{ratio:.2f}"))
     baseline = report["settings"].get("baseline_rev")
     if baseline:
         names = [recommended] if recommended else list(dict.fromkeys(
@@ -476,20 +497,24 @@ def check_targets(report, recommended=None):
         if r["code"] != "current":
             continue
         if report["settings"]["dataset"] == SMALL_DATASET and r["prior"] == DECOUPLED:
-            twin = find(r["regularizer"], STANDARD, r["precision"])
+            # Against the standard twin at its fastest compiler: each prior as a user
+            # would run it.
+            twins = [t for t in (find(r["regularizer"], STANDARD, r["precision"], c)
+                                 for c in COMPILERS) if t]
             for mode in ("fit", "bare"):
-                if twin and rate(r, mode) and rate(twin, mode):
-                    ratio = rate(r, mode) / rate(twin, mode)
+                fastest = max((rate(t, mode) or 0 for t in twins), default=0)
+                if fastest and rate(r, mode):
+                    ratio = rate(r, mode) / fastest
                     checks.append((f"moons decoupled >= {MOONS_TARGET} x standard ({mode}): "
-                                   f"{r['regularizer']} / {r['precision']}",
+                                   f"{r['regularizer']} / {r['precision']}{suffix(r)}",
                                    ratio >= MOONS_TARGET, f"{ratio:.2f}"))
         if r["regularizer"] == FACTOR:
-            vae = find(PLAIN, r["prior"], r["precision"])
+            vae = find(PLAIN, r["prior"], r["precision"], _compiler(r))
             for mode in ("fit", "bare"):
                 if vae and rate(r, mode) and rate(vae, mode):
                     ratio = rate(r, mode) / rate(vae, mode)
                     checks.append((f"factor >= {FACTOR_TARGET} x vae ({mode}): {r['prior']} / "
-                                   f"{r['precision']}", ratio >= FACTOR_TARGET,
+                                   f"{r['precision']}{suffix(r)}", ratio >= FACTOR_TARGET,
                                    f"{ratio:.2f}"))
     return checks
 
@@ -518,6 +543,7 @@ def run():
         raise ValueError(f"--regularizers: unknown {unknown}; expected {REGULARIZERS}")
     for flag, values, allowed in (("priors", FLAGS.priors, PRIORS),
                                   ("precisions", FLAGS.precisions, precision.PRECISIONS),
+                                  ("compilers", FLAGS.compilers, COMPILERS),
                                   ("modes", FLAGS.modes, MODES)):
         if not values or set(values) - set(allowed):
             raise ValueError(f"--{flag}={','.join(values)}: expected some of {allowed}")
@@ -533,7 +559,8 @@ def run():
     report = benchmark(FLAGS.dataset, FLAGS.regularizers, FLAGS.priors, FLAGS.precisions,
                        FLAGS.modes, threads, FLAGS.steps, FLAGS.rounds,
                        FLAGS.warmup_steps, FLAGS.baseline_rev, FLAGS.data_source,
-                       FLAGS.data_dir, log=lambda line: print(line, flush=True))
+                       FLAGS.data_dir, log=lambda line: print(line, flush=True),
+                       compilers=FLAGS.compilers)
     checks = check_targets(report)
     report["targets"] = [{"target": t, "passed": p, "value": v} for t, p, v in checks]
     table = format_table(report)
@@ -567,5 +594,6 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    flags.DEFINE_string("worker_configs", "", "Internal: regularizer,prior,precision;...")
+    flags.DEFINE_string("worker_configs", "", "Internal: regularizer,prior,precision,"
+                        "compiler;...")
     app.run(main)
