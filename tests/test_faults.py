@@ -213,12 +213,12 @@ def test_checkpoints_without_config_json_are_refused(model_dir):
     assert after == before            # nothing written, config.json included
 
 
-def helpers_fit(model_dir, **flags):
+def helpers_fit(model_dir, env_extra=None, **flags):
     """``trainers.fit`` on moons with the fixture's settings (stdout, stderr apart)."""
     values = dict(regularizer="beta_h", checkpoint_every=10, summary_every=10,
                   steps_per_epoch=10)
     args = helpers.fit_command(model_dir, **{**values, **flags})
-    result = subprocess.run(args, cwd=helpers.REPO, env=helpers.env(),
+    result = subprocess.run(args, cwd=helpers.REPO, env=helpers.env(**(env_extra or {})),
                             capture_output=True, text=True, timeout=180)
     return result.returncode, result.stdout, result.stderr
 
@@ -361,6 +361,16 @@ def test_a_file_in_place_of_the_model_dir_is_one_line(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"--model_dir={path / 'model'}: "
                                                    "cannot create it")):
         training.prepare_model_dir(str(path / "model"))
+
+
+def test_jit_compile_that_keras_cannot_honour_is_one_line(tmp_path):
+    """Keras silently falls back to a graph where it cannot use XLA (here: op
+    determinism on); --jit_compile says so instead of training slower than asked."""
+    code, _, err = helpers_fit(tmp_path / "model", env_extra={"TF_DETERMINISTIC_OPS": "1"},
+                               prior="decoupled", train_steps=10, jit_compile=True)
+    assert code == 2
+    assert "--jit_compile: Keras cannot compile this model with XLA" in _one_error_line(
+        err, "trainers.fit")
 
 
 def test_os_errors_become_one_line_naming_the_path(capsys):
