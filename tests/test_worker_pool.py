@@ -11,7 +11,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PARENT = textwrap.dedent("""
-    import multiprocessing, sys, time
+    import multiprocessing, time
     from trainers import results_store
     pool = results_store.worker_pool(1, poll_seconds=0.1)
     pool.submit(int, "1").result()              # the worker is set up and working
@@ -34,6 +34,7 @@ def test_workers_exit_when_the_parent_is_killed():
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, text=True)
+    workers = []
     try:
         workers = [int(p) for p in parent.stdout.readline().split()]
         assert workers, "the pool started no worker"
@@ -46,7 +47,7 @@ def test_workers_exit_when_the_parent_is_killed():
         assert not any(_alive(pid) for pid in workers), "a worker outlived its parent"
     finally:
         parent.kill()
-        for pid in workers if "workers" in locals() else []:
+        for pid in workers:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -247,6 +247,9 @@ def _train(model_config, tc, strategy, chief):
     if tc.strategy != "multi_worker":
         # Set before fit() makes its train function (compile would reset the optimizer).
         model.steps_per_execution = steps_per_execution(tc, start_step)
+    if tc.jit_compile and tc.strategy == "multi_worker":
+        raise ValueError("--jit_compile: not with --strategy=multi_worker, whose custom "
+                         "training loop runs as a plain graph")
     model.jit_compile = tc.jit_compile
     if tc.jit_compile and not model.jit_compile:
         raise ValueError("--jit_compile: Keras cannot compile this model with XLA here "

@@ -12,10 +12,10 @@ one thread and at two.
 Two measurements per configuration, each in its own process per thread count
 (``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS``; TensorFlow fixes them at start):
 
-* **bare**: ``tf.function(model.train_step)`` (``jit_compile`` for xla) on one fixed in-memory batch of the
-  dataset's shape, traced and warmed up, then ``--rounds`` × ``--steps`` steps; the
-  configurations of one process are interleaved (twins back to back, order rotated),
-  so load from other processes hits them alike.
+* **bare**: ``tf.function(model.train_step)`` (``jit_compile`` for xla) on one
+  fixed in-memory batch of the dataset's shape, traced and warmed up, then
+  ``--rounds`` × ``--steps`` steps; the configurations of one process are interleaved
+  (twins back to back, order rotated), so load from other processes hits them alike.
 * **fit**: ``python -m trainers.fit`` itself — flagfile, real data pipeline, callbacks
   (checkpoints, TensorBoard scalars and sample images, NaN guard), ``model.fit`` — for
   ``--warmup_steps`` + ``--rounds`` × ``--steps`` steps, timed between training

@@ -114,15 +114,19 @@ def _worker_init(threads, parent, poll_seconds):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def threads_per_job(jobs):
+    """The CPU threads each of ``jobs`` workers gets (at least one)."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def worker_pool(jobs, poll_seconds=1.0):
     """A pool of ``jobs`` spawned worker processes sharing the CPU threads
     (:func:`_worker_init`: they exit when this process dies)."""
     import concurrent.futures
     import multiprocessing
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     return concurrent.futures.ProcessPoolExecutor(
         jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-        initargs=(threads, os.getpid(), poll_seconds))
+        initargs=(threads_per_job(jobs), os.getpid(), poll_seconds))
 
 
 def run_units(units, fn, args, jobs, done):

@@ -152,7 +152,8 @@ def _train_and_evaluate(todo, budget):
     with results_store.worker_pool(FLAGS.jobs) as pool:
         futures = {pool.submit(_run_in_worker, spec, budget.name, FLAGS.out, options): spec
                    for spec in todo}
-        _say(f"{FLAGS.jobs} worker processes")
+        _say(f"{FLAGS.jobs} worker processes, "
+             f"{results_store.threads_per_job(FLAGS.jobs)} thread(s) each")
         for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
             report(i, futures[future], future.result())
 
