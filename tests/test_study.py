@@ -116,14 +116,16 @@ def test_store_publishes_skips_and_rebuilds_the_report_alone(smoke_study, tmp_pa
             assert os.path.exists(os.path.join(store, relative))
     assert not any(f.endswith(".index") for _, _, files in os.walk(store) for f in files)
     report = open(os.path.join(store, "report.md")).read()
-    # Rebuilt from the store alone: the study directory is not read.
-    again = _study("--datasets=moons", "--budget=smoke", "--seeds=1",
-                   f"--out={tmp_path / 'nowhere'}", "--regularizers=vae,info",
-                   f"--store={store}", "--report_only")
+    # Rebuilt from the store alone (the study directory is not read), covering every
+    # run recorded there whatever --regularizers says.
+    again = _study("--budget=smoke", f"--out={tmp_path / 'nowhere'}",
+                   "--regularizers=vae", f"--store={store}", "--report_only")
     assert again.returncode == 0, again.stderr[-3000:]
     rebuilt = open(os.path.join(store, "report.md")).read()
     assert _table_rows(rebuilt, "| Methods") == _table_rows(report, "| Methods")
     assert len(_table_rows(rebuilt, "| Methods")) == 4
+    assert f"Command: `python -m trainers.study --budget=smoke --store={store} " \
+        in rebuilt and "--report_only`" in rebuilt
     # A second seed trains only what the store lacks, into another --out.
     more = _study("--datasets=moons", "--budget=smoke", "--seeds=2", "--regularizers=vae",
                   f"--out={tmp_path / 'out2'}", f"--store={store}")
@@ -267,3 +269,47 @@ def test_scores_table_bolds_the_higher_mean_and_shows_only_present_scores():
     assert rows[0][1:] == ["0.6 ± 0.14", "**0.8 ± 0.14**"]
     assert rows[1][1:] == ["**0.8 ± 0**", "0.3 ± 0.14"]
     assert study.scores_table([record("normal", 0, None, None)], ["vae"]) == ""
+
+
+def test_decide_against_the_larger_sample_sd():
+    # standard: mean 10, sd 1; decoupled: mean 8, sd 0.5 -> gain 2 > 1: better.
+    assert study.decide([9.0, 10.0, 11.0], [7.5, 8.0, 8.5]) == "better"
+    assert study.decide([9.0, 10.0, 11.0], [7.5, 8.0, 8.5], higher=True) == "worse"
+    # decoupled mean 9.2, gap 0.8 < sd 1: within spread, whichever direction.
+    assert study.decide([9.0, 10.0, 11.0], [9.0, 9.2, 9.4]) == "within spread"
+    # fewer than three finite seeds on one side: undecided.
+    assert study.decide([9.0, 10.0, None], [1.0, 1.0, 1.0]) is None
+    assert study.decide([9.0, 10.0, 11.0], [1.0, 1.0], min_seeds=2) == "better"
+
+
+def test_decision_table_verdicts_changes_and_the_papers_direction():
+    rng = np.random.default_rng(0)
+    records = []
+    for prior, fid, recall_lp in (("normal", 100.0, 0.5), ("decoupled", 80.0, 0.2)):
+        for seed in range(3):
+            noise = rng.uniform(-1, 1)
+            records.append(_record("vae", prior, seed, fid=fid + noise,
+                                   fid_lp=50.0 + 5 * noise, skl=None, nll_nats=80.0,
+                                   recall_lp=recall_lp + 0.01 * noise))
+    records.append(_record("info", "normal", 0, fid=1.0, fid_lp=1.0, nll_nats=1.0))
+    text, counts = study.decision_table(records, ["vae", "info"])
+    header = text.splitlines()[0]
+    assert "Recall (LP)" in header and "Precision" not in header   # only present scores
+    rows = _table_rows(text, "| Regularizer |")
+    vae = dict(zip([c.strip() for c in header.strip("|").split("|")], rows[0]))
+    # independent answer: the means and sds in numpy
+    fid = {p: [r["metrics"]["fid"] for r in records[:6] if r["prior"] == p]
+           for p in ("normal", "decoupled")}
+    change = 100 * (np.mean(fid["decoupled"]) - np.mean(fid["normal"])) / np.mean(fid["normal"])
+    assert vae["FID"] == f"**better ({change:+.0f} %); paper: better**"
+    assert vae["FID (LP)"].startswith("within spread (") and vae["FID (LP)"].endswith(
+        "paper: better")
+    assert vae["NLL (nats)"].startswith("within spread (+0 %)")
+    recall = {p: np.mean([r["metrics"]["recall_lp"] for r in records[:6] if r["prior"] == p])
+              for p in ("normal", "decoupled")}
+    change = 100 * (recall["decoupled"] - recall["normal"]) / recall["normal"]
+    assert vae["Recall (LP)"] == f"**worse ({change:+.0f} %)**"       # not in the paper
+    assert vae["n (std / dp)"] == "3 / 3"
+    assert rows[1][1] == "1 / 0" and all(c.startswith("undecided") for c in rows[1][2:])
+    assert counts["better"] == 1 and counts["worse"] == 1 and counts["agree"] == 1
+    assert counts["against"] == 0

@@ -11,7 +11,8 @@ resumes its training from its last checkpoint.
 The report (:func:`write_report`) reads only those files: per dataset a table in the
 layout of the paper's Table 1 (mean ± sample standard deviation over seeds, the better
 prior of each pair in bold), the relative change the decoupled prior makes next to the
-paper's, run times, overlaid leakage curves (paper Fig. 4), sample and LP-sample grids
+paper's, the decision per regularizer × metric (better / worse / within the seed spread,
+:func:`decision_table`), run times, overlaid leakage curves (paper Fig. 4), sample and LP-sample grids
 (Fig. 5), the two-moons panels (Figs. 1 and 3) and the L = 2 latent line (Fig. 6).
 """
 
@@ -365,6 +366,83 @@ def relative_change_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST)
     return "\n".join(lines) + "\n"
 
 
+# The quality / diversity scores a decision is taken on besides the Table-1 columns:
+# precision and recall of the random and of the low-posterior samples (what tells a
+# worse FID (LP) from a less diverse LP set).
+DECISION_SCORES = ("precision", "recall", "precision_lp", "recall_lp")
+DECISION_MIN_SEEDS = 3
+
+
+def decide(standard, decoupled, higher=False, min_seeds=DECISION_MIN_SEEDS):
+    """The decoupled prior against the standard prior on one metric's per-seed values:
+    ``"better"`` / ``"worse"`` when the means differ by more than the larger sample sd
+    (in the metric's good direction, lower unless ``higher``), ``"within spread"``
+    otherwise; ``None`` (undecided) while either prior has fewer than ``min_seeds``
+    finite values."""
+    (m_std, sd_std), (m_dp, sd_dp) = mean_spread(standard), mean_spread(decoupled)
+    counts = [sum(v is not None and math.isfinite(float(v)) for v in values)
+              for values in (standard, decoupled)]
+    if min(counts) < max(min_seeds, 2):
+        return None
+    gain = (m_dp - m_std) * (1 if higher else -1)
+    if abs(gain) <= max(sd_std, sd_dp):
+        return "within spread"
+    return "better" if gain > 0 else "worse"
+
+
+def decision_columns():
+    """((result key, title, higher is better), ...) a decision is taken on."""
+    scores = dict(metric_registry.score_columns())
+    return (tuple((key, title, False) for key, title in COLUMNS)
+            + tuple((key, scores[key], True) for key in DECISION_SCORES if key in scores))
+
+
+def decision_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST,
+                   min_seeds=DECISION_MIN_SEEDS):
+    """Per regularizer × metric: is the decoupled prior better, worse or within the
+    seed spread (:func:`decide`), with the relative change of the means, next to the
+    paper's direction (Table 1, MNIST; "–" for numbers the paper does not report).
+    Returns (markdown, counts) with counts {verdict: n, "agree": n, "against": n,
+    "undecided": n}; "agree"/"against" count decided Table-1 cells whose verdict
+    matches / opposes the paper's direction ("within spread" counts as neither)."""
+    columns = [c for c in decision_columns()
+               if any(isinstance((r.get("metrics") or {}).get(c[0]), (int, float))
+                      for r in records)]
+    lines = ["| Regularizer | n (std / dp) | " + " | ".join(t for _, t, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    counts = {"better": 0, "worse": 0, "within spread": 0, "undecided": 0,
+              "agree": 0, "against": 0}
+    for regularizer in regularizers:
+        done = {prior: [r for r in records if r["regularizer"] == regularizer
+                        and r["prior"] == prior and r.get("status") == "done"]
+                for prior in PRIORS}
+        if not any(done.values()):
+            continue
+        cells = []
+        for key, _, higher in columns:
+            values = [[r["metrics"].get(key) for r in done[prior]] for prior in PRIORS]
+            verdict = decide(*values, higher=higher, min_seeds=min_seeds)
+            change = _relative(mean_spread(values[0])[0], mean_spread(values[1])[0])
+            text = ("undecided" if verdict is None else verdict) + f" ({_percent(change)})"
+            counts["undecided" if verdict is None else verdict] += 1
+            if regularizer in paper and key in PAPER_COLUMNS:
+                pair = paper[regularizer]
+                j = PAPER_COLUMNS.index(key)
+                theirs = _relative(pair[0][j], pair[1][j])
+                direction = ("–" if theirs is None else "better" if theirs < 0
+                             else "worse" if theirs > 0 else "equal")
+                text += f"; paper: {direction}"
+                if verdict in ("better", "worse") and direction in ("better", "worse"):
+                    counts["agree" if verdict == direction else "against"] += 1
+            if verdict in ("better", "worse"):
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {_display(regularizer, priors.STANDARD)} | "
+                     f"{len(done[PRIORS[0]])} / {len(done[PRIORS[1]])} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", counts
+
+
 def _display(regularizer, prior):
     return objectives.display_name(regularizer, priors.get(prior).is_decoupled)
 
@@ -472,6 +550,12 @@ def versions():
     return found
 
 
+def recorded_datasets(out):
+    """The datasets that have a folder under ``out``, in the dataset registry's order."""
+    from tf_dpvae import datasets
+    return [name for name in datasets.names() if os.path.isdir(os.path.join(out, name))]
+
+
 def load_records(out, datasets, regularizers=REGULARIZERS, seeds=None):
     """Every finished run record under ``out`` for these datasets (all seeds found)."""
     records = []
@@ -535,6 +619,16 @@ def write_report(out, datasets, budget, command, regularizers=REGULARIZERS, seed
         parts.append("\nRelative change with the decoupled prior, (dp − standard) / "
                      "standard of the means; negative = better with the decoupled prior. "
                      "Paper: Table 1, MNIST columns.\n\n" + relative)
+        decision, counts = decision_table(mine, regularizers)
+        parts.append(
+            f"\nDecision (at least {DECISION_MIN_SEEDS} seeds per prior): the decoupled "
+            "prior is better / worse when its mean beats / loses to the standard prior's "
+            "by more than the larger sample sd, otherwise within spread; in brackets the "
+            "relative change of the means; the paper's direction from Table 1 (MNIST). "
+            f"Decided: {counts['better']} better, {counts['worse']} worse, "
+            f"{counts['within spread']} within spread ({counts['undecided']} cells "
+            f"undecided); of the decided Table-1 cells, {counts['agree']} go the "
+            f"paper's way and {counts['against']} against it.\n\n" + decision)
         for name, path in figs.items():
             parts.append(f"\n![{dataset} {name}]({os.path.relpath(path, out)})\n")
         parts.append(f"\n<details><summary>run times</summary>\n\n{times}"

@@ -68,7 +68,8 @@ flags.DEFINE_string("store", None, "A results store committed in the repository 
                     "recorded there are skipped, and the report is built there from the "
                     "store alone. Checkpoints stay in --out.")
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from --out (from "
-                     "--store when given).")
+                     "--store when given: then it covers every run recorded in the "
+                     "store, whatever --datasets, --regularizers and --seeds say).")
 flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16"], "trainers.fit "
                   "--precision of every run (default: each dataset's).")
 
@@ -121,8 +122,15 @@ def run():
              f"{len(todo)} to go ({budget.name} budget, {FLAGS.jobs} at a time)")
         _train_and_evaluate(todo, budget)
     report_dir = FLAGS.store or FLAGS.out
-    text = study.write_report(report_dir, FLAGS.datasets, budget, command,
-                              FLAGS.regularizers, FLAGS.seeds)
+    datasets, regularizers, seeds = FLAGS.datasets, FLAGS.regularizers, FLAGS.seeds
+    if FLAGS.store:   # a store's report covers every run recorded there
+        datasets = study.recorded_datasets(FLAGS.store) or datasets
+        regularizers, seeds = study.REGULARIZERS, None
+        budget = presets.budget(FLAGS.budget, datasets)
+        command = (f"python -m trainers.study --budget={FLAGS.budget} "
+                   f"--store={shlex.quote(FLAGS.store)} --out={shlex.quote(FLAGS.out)} "
+                   "--report_only")
+    text = study.write_report(report_dir, datasets, budget, command, regularizers, seeds)
     _say(f"report: {os.path.join(report_dir, 'report.md')} ({len(text.splitlines())} lines)")
 
 
