@@ -313,3 +313,39 @@ def test_decision_table_verdicts_changes_and_the_papers_direction():
     assert rows[1][1] == "1 / 0" and all(c.startswith("undecided") for c in rows[1][2:])
     assert counts["better"] == 1 and counts["worse"] == 1 and counts["agree"] == 1
     assert counts["against"] == 0
+
+
+def test_sync_page_rewrites_only_this_budgets_blocks(tmp_path):
+    out = str(tmp_path)
+    for seed in range(3):
+        for prior, fid in (("normal", 10.0 + seed), ("decoupled", 5.0 + seed / 10)):
+            record = _record("vae", prior, seed, fid=fid, fid_lp=1.0, skl=1.0,
+                             nll_nats=1.0)
+            record["dataset"] = "moons"
+            study._write_record(study.RunSpec("moons", "vae", prior, seed).directory(out),
+                                record)
+    page = ("# Title\n\nkept\n<!-- study:long:moons -->\nstale\n<!-- /study:long:moons -->\n"
+            "<!-- study:cpu:moons -->\nother budget\n<!-- /study:cpu:moons -->\nend\n")
+    synced = study.sync_page(page, out, "long")
+    assert synced.startswith("# Title\n\nkept\n<!-- study:long:moons -->\n6 runs recorded, "
+                             "seeds 0, 1, 2")
+    assert "stale" not in synced and "other budget" in synced and synced.endswith("end\n")
+    rows = _table_rows(synced, "| Regularizer |")
+    assert rows[0][1] == "3 / 3" and rows[0][2].startswith("**better (-54 %)")   # (5.1 - 11) / 11
+    assert study.sync_page(synced, out, "long") == synced      # idempotent
+
+
+def test_results_page_matches_the_long_store():
+    """RESULTS.md's long-budget blocks are what the committed store says (rerun
+    `python -m trainers.study --budget=long --store=docs/results/study/long
+    --out=runs/study_long --report_only --page=RESULTS.md` after recording runs)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "RESULTS.md")) as f:
+        page = f.read()
+    assert study.PAGE_BLOCK.search(page), "RESULTS.md has no study block"
+    cwd = os.getcwd()
+    try:
+        os.chdir(root)   # the blocks link the store by its path in the repository
+        assert study.sync_page(page, "docs/results/study/long", "long") == page
+    finally:
+        os.chdir(cwd)

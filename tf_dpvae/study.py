@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 
 import numpy as np
@@ -443,6 +444,40 @@ def decision_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST,
     return "\n".join(lines) + "\n", counts
 
 
+def decision_section(records, regularizers=REGULARIZERS):
+    """Markdown: what :func:`decision_table` decides, its counts, and the table."""
+    decision, counts = decision_table(records, regularizers)
+    return (f"Decision (at least {DECISION_MIN_SEEDS} seeds per prior): the decoupled "
+            "prior is better / worse when its mean beats / loses to the standard "
+            "prior's by more than the larger sample sd, otherwise within spread; in "
+            "brackets the relative change of the means; the paper's direction from "
+            f"Table 1 (MNIST). Decided: {counts['better']} better, {counts['worse']} "
+            f"worse, {counts['within spread']} within spread ({counts['undecided']} "
+            f"cells undecided); of the decided Table-1 cells, {counts['agree']} go the "
+            f"paper's way and {counts['against']} against it.\n\n" + decision)
+
+
+PAGE_BLOCK = re.compile(r"(<!-- study:(?P<budget>[\w-]+):(?P<dataset>[\w-]+) -->\n)"
+                        r"(?P<body>.*?)(<!-- /study:(?P=budget):(?P=dataset) -->)", re.S)
+
+
+def sync_page(text, out, budget_name):
+    """``text`` (a markdown page such as RESULTS.md) with every block between
+    ``<!-- study:<budget>:<dataset> -->`` and ``<!-- /study:<budget>:<dataset> -->`` of
+    this budget rewritten from the records under ``out``: the dataset's seeds, its
+    Table-1 table and :func:`decision_section`. Other blocks and text are kept."""
+    def block(match):
+        if match["budget"] != budget_name:
+            return match[0]
+        records = load_records(out, [match["dataset"]])
+        seeds = sorted({r["seed"] for r in records})
+        body = (f"{len(records)} runs recorded, seeds {', '.join(map(str, seeds))} "
+                f"([report]({os.path.join(out, 'report.md')})).\n\n"
+                + dataset_table(records) + "\n" + decision_section(records))
+        return match[1] + body + match[5]
+    return PAGE_BLOCK.sub(block, text)
+
+
 def _display(regularizer, prior):
     return objectives.display_name(regularizer, priors.get(prior).is_decoupled)
 
@@ -619,16 +654,7 @@ def write_report(out, datasets, budget, command, regularizers=REGULARIZERS, seed
         parts.append("\nRelative change with the decoupled prior, (dp − standard) / "
                      "standard of the means; negative = better with the decoupled prior. "
                      "Paper: Table 1, MNIST columns.\n\n" + relative)
-        decision, counts = decision_table(mine, regularizers)
-        parts.append(
-            f"\nDecision (at least {DECISION_MIN_SEEDS} seeds per prior): the decoupled "
-            "prior is better / worse when its mean beats / loses to the standard prior's "
-            "by more than the larger sample sd, otherwise within spread; in brackets the "
-            "relative change of the means; the paper's direction from Table 1 (MNIST). "
-            f"Decided: {counts['better']} better, {counts['worse']} worse, "
-            f"{counts['within spread']} within spread ({counts['undecided']} cells "
-            f"undecided); of the decided Table-1 cells, {counts['agree']} go the "
-            f"paper's way and {counts['against']} against it.\n\n" + decision)
+        parts.append("\n" + decision_section(mine, regularizers))
         for name, path in figs.items():
             parts.append(f"\n![{dataset} {name}]({os.path.relpath(path, out)})\n")
         parts.append(f"\n<details><summary>run times</summary>\n\n{times}"

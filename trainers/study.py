@@ -70,6 +70,9 @@ flags.DEFINE_string("store", None, "A results store committed in the repository 
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from --out (from "
                      "--store when given: then it covers every run recorded in the "
                      "store, whatever --datasets, --regularizers and --seeds say).")
+flags.DEFINE_string("page", None, "Also rewrite this markdown page's blocks between "
+                    "<!-- study:<budget>:<dataset> --> and <!-- /study:<budget>:<dataset> "
+                    "--> for this --budget from the records (e.g. --page=RESULTS.md).")
 flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16"], "trainers.fit "
                   "--precision of every run (default: each dataset's).")
 
@@ -97,6 +100,8 @@ def run():
     from tf_dpvae import study
 
     data_flags.check_data_dir()
+    if FLAGS.page and not os.path.isfile(FLAGS.page):
+        raise ValueError(f"--page={FLAGS.page}: expected an existing markdown file")
     budget = presets.budget(FLAGS.budget, FLAGS.datasets)
     specs = study.plan(FLAGS.datasets, FLAGS.regularizers, seeds=FLAGS.seeds,
                        preset=FLAGS.preset)
@@ -132,6 +137,14 @@ def run():
                    "--report_only")
     text = study.write_report(report_dir, datasets, budget, command, regularizers, seeds)
     _say(f"report: {os.path.join(report_dir, 'report.md')} ({len(text.splitlines())} lines)")
+    if FLAGS.page:
+        with open(FLAGS.page) as f:
+            page = f.read()
+        synced = study.sync_page(page, report_dir, FLAGS.budget)
+        if synced != page:
+            with open(FLAGS.page, "w") as f:
+                f.write(synced)
+        _say(f"{FLAGS.page}: {'rewritten' if synced != page else 'already current'}")
 
 
 def _train_and_evaluate(todo, budget):
