@@ -38,10 +38,11 @@ def _holder_text(text):
 
 
 @contextlib.contextmanager
-def exclusive(directory, flag="--model_dir", say=None):
-    """Hold ``directory``'s lock for the ``with`` block (the directory must exist)."""
+def exclusive(directory, flag="--model_dir", say=None, filename=LOCK_FILENAME):
+    """Hold ``directory``'s lock for the ``with`` block (the directory must exist);
+    ``filename`` names a lock of another purpose on the same directory."""
     say = say or (lambda message: print(message, file=sys.stderr, flush=True))
-    path = os.path.join(directory, LOCK_FILENAME)
+    path = os.path.join(directory, filename)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

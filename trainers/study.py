@@ -17,7 +17,10 @@ and the time each run took.
 Starting it again skips the finished runs and resumes an interrupted one from its last
 checkpoint. ``--jobs=2`` runs two runs at a time, one CPU thread each (on a 2-core
 machine that trains about 1.7× as many steps per second as one run on two threads).
-``--report_only`` rewrites the report from the runs already in ``--out``.
+Several study processes (on one machine, or on machines sharing the directories) can
+work on one ``--out`` and ``--store``: each run is claimed while it trains and
+evaluates, and a run claimed by another process, or recorded since the study started,
+is skipped. ``--report_only`` rewrites the report from the runs already in ``--out``.
 """
 
 import os
@@ -77,9 +80,30 @@ flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16"], "trainers.fi
                   "--precision of every run (default: each dataset's).")
 
 
-def _run_in_worker(spec, budget_name, out, options):
-    from tf_dpvae import study
-    return run_one(spec, presets.budget(budget_name, [spec.dataset]), out, **options)
+# Held on a run's directory while a study process trains and evaluates it, so that
+# several study processes can share one --out and --store (each takes the runs no other
+# holds): a run claimed elsewhere, or recorded meanwhile, is skipped.
+CLAIM_FILENAME = ".study_claim"
+
+
+def claim_and_run(spec, budget, out, store, options):
+    """``run_one`` under the run's claim; None when another process holds the claim or
+    the run was recorded (in ``store``, else ``out``) since this study was planned."""
+    from tf_dpvae import locks, study
+    directory = spec.directory(out)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        with locks.exclusive(directory, flag="--out", filename=CLAIM_FILENAME):
+            if study.finished(spec, store or out) is not None:
+                return None
+            return run_one(spec, budget, out, **options)
+    except locks.LockedError:
+        return None
+
+
+def _run_in_worker(spec, budget_name, out, store, options):
+    return claim_and_run(spec, presets.budget(budget_name, [spec.dataset]), out, store,
+                         options)
 
 
 def _say(message):
@@ -156,6 +180,10 @@ def _train_and_evaluate(todo, budget):
 
     def report(done_count, spec, record):
         from tf_dpvae import study
+        if record is None:
+            _say(f"[{done_count}/{len(todo)}] {spec.name}: skipped (another study process "
+                 "holds it, or recorded it meanwhile)")
+            return
         if FLAGS.store and record.get("status") in ("done", "diverged"):
             study.publish(record, FLAGS.out, FLAGS.store)
         elapsed = time.time() - started
@@ -166,12 +194,13 @@ def _train_and_evaluate(todo, budget):
     if FLAGS.jobs == 1:
         for i, spec in enumerate(todo, 1):
             _say(f"starting {spec.name}")
-            report(i, spec, run_one(spec, budget, FLAGS.out, **options))
+            report(i, spec, claim_and_run(spec, budget, FLAGS.out, FLAGS.store, options))
         return
     import concurrent.futures
 
     with results_store.worker_pool(FLAGS.jobs) as pool:
-        futures = {pool.submit(_run_in_worker, spec, budget.name, FLAGS.out, options): spec
+        futures = {pool.submit(_run_in_worker, spec, budget.name, FLAGS.out, FLAGS.store,
+                               options): spec
                    for spec in todo}
         _say(f"{FLAGS.jobs} worker processes, "
              f"{results_store.threads_per_job(FLAGS.jobs)} thread(s) each")
