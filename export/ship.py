@@ -80,6 +80,7 @@ def ship(model_dir, name, root="pretrained", overwrite=False, note=""):
     card = {"name": name, "version": VERSION, "dataset": config.get("dataset"),
             "regularizer": config.get("regularizer"), "prior": config.get("prior"),
             "latent_dim": config.get("latent_dim"), "seed": config.get("seed"),
+            "precision": config.get("precision", "float32"),
             "step": exported.get("step"), "tensorflow": exported.get("tensorflow"),
             "signatures": exported.get("signatures"), "note": note, "metrics": metrics,
             "reference": {"seed": REFERENCE_SEED, "num_samples": REFERENCE_SAMPLES},
@@ -95,12 +96,18 @@ def ship(model_dir, name, root="pretrained", overwrite=False, note=""):
     return target
 
 
-def verify(directory, atol=1e-5):
+def verify(directory, atol=None):
     """Load ``directory/1``, check its signatures and that the fixed-seed sample equals
-    reference.npz; raise ShipError saying what differs. Returns the model card."""
+    reference.npz to within ``atol`` (by default the export tolerance of the model's
+    precision: a bfloat16 model's rounding depends on the CPU's bfloat16 support);
+    raise ShipError saying what differs. Returns the model card."""
     import numpy as np
+
+    from tf_dpvae import precision
     with open(os.path.join(directory, "model.json")) as f:
         card = json.load(f)
+    if atol is None:
+        atol = precision.export_tolerance(card.get("precision", "float32"))
     path = os.path.join(directory, str(card["version"]))
     import tensorflow as tf
     loaded = tf.saved_model.load(path)
@@ -116,7 +123,7 @@ def verify(directory, atol=1e-5):
         if got[key].shape != want[key].shape or not np.allclose(got[key], want[key],
                                                                 atol=atol):
             raise ShipError(f"{directory}: the seed-{REFERENCE_SEED} sample's {key!r} "
-                            "differs from reference.npz")
+                            f"differs from reference.npz by more than {atol:g}")
     return card
 
 

@@ -372,7 +372,8 @@ def test_every_regularizer_exports(prior, tmp_path):
 
 
 def test_mixed_bfloat16_model_exports_and_passes_the_check(tmp_path):
-    """Eager bf16 and graph bf16 kernels round differently (≈ 1e-4): the check allows
+    """Eager bf16 and graph bf16 kernels round differently (up to ≈ 2e-2 on a trained
+    model, as much as either differs from float32): the check allows
     precision.export_tolerance, and the export still reproduces the Keras model."""
     from tf_dpvae import precision
     model_dir = tmp_path / "bf16"
@@ -398,6 +399,7 @@ def test_ship_verify_and_sample_a_shipped_model(exports, tmp_path):
     card = json.loads((root / "moons_test" / "model.json").read_text())
     assert card["prior"] == "decoupled" and card["dataset"] == "moons"
     assert card["note"] == "a test" and card["version"] == 1
+    assert card["precision"] == "float32"
     assert not (root / "moons_test" / saved_model.MODELS_CONFIG).exists()
     assert ship.verify(target)["name"] == "moons_test"
     # The reference is the in-memory model's own sample for that seed.

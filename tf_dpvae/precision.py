@@ -16,10 +16,13 @@ import keras
 PRECISIONS = ("float32", "mixed_bfloat16")
 # Largest difference an exported SavedModel may show against the eager Keras model
 # (export/check_saved_model.py). Under bfloat16, eager and graph kernels round
-# differently: up to 3.4e-4 measured on an MNIST β-dpVAE-H; bfloat16's own relative
-# precision is 2⁻⁸ ≈ 3.9e-3. (The exported graph still matches the in-memory graph
-# exactly.)
-_EXPORT_ATOL = {"float32": 1e-5, "mixed_bfloat16": 1e-2}
+# differently (the graph fuses bias and activation into the convolutions): on an MNIST
+# β-dpVAE-H trained 15,000 steps, eager and graph decoder means differ by up to 2.1e-2
+# (mean 1.2e-3) on a CPU with native AVX512_BF16 (AMD EPYC), while each is within
+# 1.7e-2 of the same weights run in float32 — the difference is bfloat16's own error
+# (3.4e-4 on an earlier machine). The sampling signatures must still match the
+# in-memory graph exactly, which is what catches a wrong export.
+_EXPORT_ATOL = {"float32": 1e-5, "mixed_bfloat16": 5e-2}
 
 
 def check(name):
