@@ -285,16 +285,18 @@ def test_decide_against_the_larger_sample_sd():
 def test_decision_table_verdicts_changes_and_the_papers_direction():
     rng = np.random.default_rng(0)
     records = []
-    for prior, fid, recall_lp in (("normal", 100.0, 0.5), ("decoupled", 80.0, 0.2)):
+    for prior, fid, coverage_lp in (("normal", 100.0, 0.5), ("decoupled", 80.0, 0.2)):
         for seed in range(3):
             noise = rng.uniform(-1, 1)
             records.append(_record("vae", prior, seed, fid=fid + noise,
                                    fid_lp=50.0 + 5 * noise, skl=None, nll_nats=80.0,
-                                   recall_lp=recall_lp + 0.01 * noise))
+                                   coverage_lp=coverage_lp + 0.01 * noise,
+                                   recall_lp=0.001))
     records.append(_record("info", "normal", 0, fid=1.0, fid_lp=1.0, nll_nats=1.0))
     text, counts = study.decision_table(records, ["vae", "info"])
     header = text.splitlines()[0]
-    assert "Recall (LP)" in header and "Precision" not in header   # only present scores
+    assert "Coverage (LP)" in header and "Precision" not in header  # only present scores
+    assert "Recall" not in header                                   # not decided on
     rows = _table_rows(text, "| Regularizer |")
     vae = dict(zip([c.strip() for c in header.strip("|").split("|")], rows[0]))
     # independent answer: the means and sds in numpy
@@ -305,10 +307,10 @@ def test_decision_table_verdicts_changes_and_the_papers_direction():
     assert vae["FID (LP)"].startswith("within spread (") and vae["FID (LP)"].endswith(
         "paper: better")
     assert vae["NLL (nats)"].startswith("within spread (+0 %)")
-    recall = {p: np.mean([r["metrics"]["recall_lp"] for r in records[:6] if r["prior"] == p])
-              for p in ("normal", "decoupled")}
-    change = 100 * (recall["decoupled"] - recall["normal"]) / recall["normal"]
-    assert vae["Recall (LP)"] == f"**worse ({change:+.0f} %)**"       # not in the paper
+    coverage = {p: np.mean([r["metrics"]["coverage_lp"] for r in records[:6]
+                            if r["prior"] == p]) for p in ("normal", "decoupled")}
+    change = 100 * (coverage["decoupled"] - coverage["normal"]) / coverage["normal"]
+    assert vae["Coverage (LP)"] == f"**worse ({change:+.0f} %)**"     # not in the paper
     assert vae["n (std / dp)"] == "3 / 3"
     assert rows[1][1] == "1 / 0" and all(c.startswith("undecided") for c in rows[1][2:])
     assert counts["better"] == 1 and counts["worse"] == 1 and counts["agree"] == 1
