@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf_dpvae import study
+from tf_dpvae import study, study_report
 from trainers import presets as study_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,7 +162,7 @@ def test_table_is_mean_and_sample_sd_with_the_better_of_each_pair_bold():
     records = [_record("beta_h", prior, seed, fid=fid, fid_lp=20.0 - seed, skl=None,
                        nll_nats=100.0 + (prior == "decoupled"))
                for prior, values in fids.items() for seed, fid in enumerate(values)]
-    rows = _table_rows(study.dataset_table(records, ["beta_h"]), "| Methods |")
+    rows = _table_rows(study_report.dataset_table(records, ["beta_h"]), "| Methods |")
     assert rows[0][0] == "β-VAE-H" and rows[1][0] == "β-dpVAE-H"
     for row, prior in zip(rows, ("normal", "decoupled")):
         mean, sd = np.mean(fids[prior]), np.std(fids[prior], ddof=1)
@@ -179,7 +179,7 @@ def test_table_marks_diverged_seeds():
                _record("info", "decoupled", 1, status="diverged"),
                _record("factor", "normal", 0, status="diverged"),
                _record("factor", "decoupled", 0, fid=3.0, fid_lp=3.0, skl=3.0, nll_nats=3.0)]
-    rows = _table_rows(study.dataset_table(records, ["info", "factor"]), "| Methods |")
+    rows = _table_rows(study_report.dataset_table(records, ["info", "factor"]), "| Methods |")
     assert rows[1][1] == "2 (1 of 2 seeds)"
     assert rows[2][1:] == ["diverged"] * 4
     assert rows[3][1] == "3"          # nothing to compare with: not bold
@@ -188,7 +188,7 @@ def test_table_marks_diverged_seeds():
 def test_relative_change_against_the_papers_mnist_column():
     records = [_record("vae", "normal", 0, fid=100.0, fid_lp=50.0, skl=2.0, nll_nats=80.0),
                _record("vae", "decoupled", 0, fid=90.0, fid_lp=60.0, skl=1.0, nll_nats=80.0)]
-    rows = _table_rows(study.relative_change_table(records, ["vae"]), "| Regularizer |")
+    rows = _table_rows(study_report.relative_change_table(records, ["vae"]), "| Regularizer |")
     # Paper, VAE on MNIST: FID 137.4 -> 129.0 (-6 %), LP 165.0 -> 153.1 (-7 %),
     # sKL 1.26 -> 0.88 (-30 %), NLL 3.56 -> 3.53 (-1 %).
     assert rows == [["VAE", "-10 % / -6 %", "+20 % / -7 %", "-50 % / -30 %", "+0 % / -1 %"]]
@@ -263,23 +263,23 @@ def test_scores_table_bolds_the_higher_mean_and_shows_only_present_scores():
                 "metrics": {"precision": precision, "recall": recall, "fid": 1.0}}
     records = [record("normal", 0, 0.5, 0.7), record("normal", 1, 0.7, 0.9),
                record("decoupled", 0, 0.8, 0.2), record("decoupled", 1, 0.8, 0.4)]
-    text = study.scores_table(records, ["vae"])
+    text = study_report.scores_table(records, ["vae"])
     rows = _table_rows(text, "| Methods")
     assert text.splitlines()[0] == "| Methods | Precision | Recall |"
     assert rows[0][1:] == ["0.6 ± 0.14", "**0.8 ± 0.14**"]
     assert rows[1][1:] == ["**0.8 ± 0**", "0.3 ± 0.14"]
-    assert study.scores_table([record("normal", 0, None, None)], ["vae"]) == ""
+    assert study_report.scores_table([record("normal", 0, None, None)], ["vae"]) == ""
 
 
 def test_decide_against_the_larger_sample_sd():
     # standard: mean 10, sd 1; decoupled: mean 8, sd 0.5 -> gain 2 > 1: better.
-    assert study.decide([9.0, 10.0, 11.0], [7.5, 8.0, 8.5]) == "better"
-    assert study.decide([9.0, 10.0, 11.0], [7.5, 8.0, 8.5], higher=True) == "worse"
+    assert study_report.decide([9.0, 10.0, 11.0], [7.5, 8.0, 8.5]) == "better"
+    assert study_report.decide([9.0, 10.0, 11.0], [7.5, 8.0, 8.5], higher=True) == "worse"
     # decoupled mean 9.2, gap 0.8 < sd 1: within spread, whichever direction.
-    assert study.decide([9.0, 10.0, 11.0], [9.0, 9.2, 9.4]) == "within spread"
+    assert study_report.decide([9.0, 10.0, 11.0], [9.0, 9.2, 9.4]) == "within spread"
     # fewer than three finite seeds on one side: undecided.
-    assert study.decide([9.0, 10.0, None], [1.0, 1.0, 1.0]) is None
-    assert study.decide([9.0, 10.0, 11.0], [1.0, 1.0], min_seeds=2) == "better"
+    assert study_report.decide([9.0, 10.0, None], [1.0, 1.0, 1.0]) is None
+    assert study_report.decide([9.0, 10.0, 11.0], [1.0, 1.0], min_seeds=2) == "better"
 
 
 def test_decision_table_verdicts_changes_and_the_papers_direction():
@@ -293,7 +293,7 @@ def test_decision_table_verdicts_changes_and_the_papers_direction():
                                    coverage_lp=coverage_lp + 0.01 * noise,
                                    recall_lp=0.001))
     records.append(_record("info", "normal", 0, fid=1.0, fid_lp=1.0, nll_nats=1.0))
-    text, counts = study.decision_table(records, ["vae", "info"])
+    text, counts = study_report.decision_table(records, ["vae", "info"])
     header = text.splitlines()[0]
     assert "Coverage (LP)" in header and "Precision" not in header  # only present scores
     assert "Recall" not in header                                   # not decided on
@@ -328,13 +328,13 @@ def test_sync_page_rewrites_only_this_budgets_blocks(tmp_path):
                                 record)
     page = ("# Title\n\nkept\n<!-- study:long:moons -->\nstale\n<!-- /study:long:moons -->\n"
             "<!-- study:cpu:moons -->\nother budget\n<!-- /study:cpu:moons -->\nend\n")
-    synced = study.sync_page(page, out, "long")
+    synced = study_report.sync_page(page, out, "long")
     assert synced.startswith("# Title\n\nkept\n<!-- study:long:moons -->\n6 runs recorded, "
                              "seeds 0, 1, 2")
     assert "stale" not in synced and "other budget" in synced and synced.endswith("end\n")
     rows = _table_rows(synced, "| Regularizer |")
     assert rows[0][1] == "3 / 3" and rows[0][2].startswith("**better (-54 %)")   # (5.1 - 11) / 11
-    assert study.sync_page(synced, out, "long") == synced      # idempotent
+    assert study_report.sync_page(synced, out, "long") == synced      # idempotent
 
 
 def test_results_page_matches_the_long_store():
@@ -344,11 +344,11 @@ def test_results_page_matches_the_long_store():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "RESULTS.md")) as f:
         page = f.read()
-    assert study.PAGE_BLOCK.search(page), "RESULTS.md has no study block"
+    assert study_report.PAGE_BLOCK.search(page), "RESULTS.md has no study block"
     cwd = os.getcwd()
     try:
         os.chdir(root)   # the blocks link the store by its path in the repository
-        assert study.sync_page(page, "docs/results/study/long", "long") == page
+        assert study_report.sync_page(page, "docs/results/study/long", "long") == page
     finally:
         os.chdir(cwd)
 

@@ -121,7 +121,7 @@ def _describe(record):
 
 
 def run():
-    from tf_dpvae import study
+    from tf_dpvae import study, study_report
 
     data_flags.check_data_dir()
     if FLAGS.page and not os.path.isfile(FLAGS.page):
@@ -153,18 +153,18 @@ def run():
     report_dir = FLAGS.store or FLAGS.out
     datasets, regularizers, seeds = FLAGS.datasets, FLAGS.regularizers, FLAGS.seeds
     if FLAGS.store:   # a store's report covers every run recorded there
-        datasets = study.recorded_datasets(FLAGS.store) or datasets
+        datasets = study_report.recorded_datasets(FLAGS.store) or datasets
         regularizers, seeds = study.REGULARIZERS, None
         budget = presets.budget(FLAGS.budget, datasets)
         command = (f"python -m trainers.study --budget={FLAGS.budget} "
                    f"--store={shlex.quote(FLAGS.store)} --out={shlex.quote(FLAGS.out)} "
                    "--report_only")
-    text = study.write_report(report_dir, datasets, budget, command, regularizers, seeds)
+    text = study_report.write_report(report_dir, datasets, budget, command, regularizers, seeds)
     _say(f"report: {os.path.join(report_dir, 'report.md')} ({len(text.splitlines())} lines)")
     if FLAGS.page:
         with open(FLAGS.page) as f:
             page = f.read()
-        synced = study.sync_page(page, report_dir, FLAGS.budget)
+        synced = study_report.sync_page(page, report_dir, FLAGS.budget)
         if synced != page:
             with open(FLAGS.page, "w") as f:
                 f.write(synced)
