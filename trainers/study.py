@@ -159,15 +159,17 @@ def run():
         command = (f"python -m trainers.study --budget={FLAGS.budget} "
                    f"--store={shlex.quote(FLAGS.store)} --out={shlex.quote(FLAGS.out)} "
                    "--report_only")
-    text = study_report.write_report(report_dir, datasets, budget, command, regularizers, seeds)
+    text = study_report.write_report(report_dir, datasets, budget, command, regularizers,
+                                     seeds)
     _say(f"report: {os.path.join(report_dir, 'report.md')} ({len(text.splitlines())} lines)")
     if FLAGS.page:
         with open(FLAGS.page) as f:
             page = f.read()
         synced = study_report.sync_page(page, report_dir, FLAGS.budget)
         if synced != page:
-            with open(FLAGS.page, "w") as f:
+            with open(FLAGS.page + ".tmp", "w") as f:
                 f.write(synced)
+            os.replace(FLAGS.page + ".tmp", FLAGS.page)   # never a half-written page
         _say(f"{FLAGS.page}: {'rewritten' if synced != page else 'already current'}")
 
 
