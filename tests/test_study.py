@@ -355,11 +355,10 @@ def test_results_page_matches_the_long_store():
 
 def test_a_run_claimed_by_another_study_process_is_skipped(tmp_path):
     from tf_dpvae import locks
-    from trainers import study as study_cli
     out, store = str(tmp_path / "out"), str(tmp_path / "store")
     claimed = study.RunSpec("moons", "vae", "normal", 0)
     os.makedirs(claimed.directory(out))
-    with locks.exclusive(claimed.directory(out), filename=study_cli.CLAIM_FILENAME):
+    with locks.exclusive(claimed.directory(out), filename=study_app.CLAIM_FILENAME):
         result = _study("--datasets=moons", "--budget=smoke", "--seeds=1",
                         "--regularizers=vae", f"--out={out}", f"--store={store}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -369,4 +368,4 @@ def test_a_run_claimed_by_another_study_process_is_skipped(tmp_path):
     other = study.RunSpec("moons", "vae", "decoupled", 0)
     assert study.finished(other, store)["status"] == "done"
     # Recorded meanwhile (by another process): not trained again, nothing run.
-    assert study_cli.claim_and_run(other, None, out, store, {}) is None
+    assert study_app.claim_and_run(other, None, out, store, {}) is None

@@ -103,3 +103,24 @@ def run_one(spec, budget, out, extra_args=(), **options):
     from tf_dpvae import study
     return study.run_one(spec, budget, out, base_configs(spec, out, extra_args),
                          base_args=base_args(spec) + list(extra_args), **options)
+
+
+# Held on a run's directory while a study process trains and evaluates it, so that
+# several study processes can share one --out and --store (each takes the runs no other
+# holds): a run claimed elsewhere, or recorded meanwhile, is skipped.
+CLAIM_FILENAME = ".study_claim"
+
+
+def claim_and_run(spec, budget, out, store, options):
+    """``run_one`` under the run's claim; None when another process holds the claim or
+    the run was recorded (in ``store``, else ``out``) since this study was planned."""
+    from tf_dpvae import locks, study
+    directory = spec.directory(out)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        with locks.exclusive(directory, flag="--out", filename=CLAIM_FILENAME):
+            if study.finished(spec, store or out) is not None:
+                return None
+            return run_one(spec, budget, out, **options)
+    except locks.LockedError:
+        return None

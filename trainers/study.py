@@ -36,7 +36,6 @@ from absl import app, flags  # noqa: E402
 from tf_dpvae import objectives  # noqa: E402
 from tf_dpvae import study as study_lib  # noqa: E402
 from trainers import common, data_flags, presets, results_store  # noqa: E402
-from trainers.presets import run_one  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["moons"], "Datasets (each needs trainers/configs/<name>/).")
@@ -80,29 +79,8 @@ flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16"], "trainers.fi
                   "--precision of every run (default: each dataset's).")
 
 
-# Held on a run's directory while a study process trains and evaluates it, so that
-# several study processes can share one --out and --store (each takes the runs no other
-# holds): a run claimed elsewhere, or recorded meanwhile, is skipped.
-CLAIM_FILENAME = ".study_claim"
-
-
-def claim_and_run(spec, budget, out, store, options):
-    """``run_one`` under the run's claim; None when another process holds the claim or
-    the run was recorded (in ``store``, else ``out``) since this study was planned."""
-    from tf_dpvae import locks, study
-    directory = spec.directory(out)
-    os.makedirs(directory, exist_ok=True)
-    try:
-        with locks.exclusive(directory, flag="--out", filename=CLAIM_FILENAME):
-            if study.finished(spec, store or out) is not None:
-                return None
-            return run_one(spec, budget, out, **options)
-    except locks.LockedError:
-        return None
-
-
 def _run_in_worker(spec, budget_name, out, store, options):
-    return claim_and_run(spec, presets.budget(budget_name, [spec.dataset]), out, store,
+    return presets.claim_and_run(spec, presets.budget(budget_name, [spec.dataset]), out, store,
                          options)
 
 
@@ -196,7 +174,8 @@ def _train_and_evaluate(todo, budget):
     if FLAGS.jobs == 1:
         for i, spec in enumerate(todo, 1):
             _say(f"starting {spec.name}")
-            report(i, spec, claim_and_run(spec, budget, FLAGS.out, FLAGS.store, options))
+            report(i, spec, presets.claim_and_run(spec, budget, FLAGS.out, FLAGS.store,
+                                                 options))
         return
     import concurrent.futures
 
