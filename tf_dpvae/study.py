@@ -246,9 +246,10 @@ REPORT_FIGURES = ("samples", "moons_panels", "latent_line", "traversals")
 def publish(record, out, store):
     """Copy a finished run's record from the study directory ``out`` into the results
     store ``store`` (committed in the repository), in the same layout, so that
-    :func:`tf_dpvae.study_report.write_report` builds the report from the store alone. Seed 0 brings the
-    figures the report shows (:data:`REPORT_FIGURES`); the other seeds bring none
-    (their records name no figures), keeping the store small. Returns the path."""
+    :func:`tf_dpvae.study_report.write_report` builds the report from the store alone.
+    Seed 0 brings the figures the report shows (:data:`REPORT_FIGURES`); the other
+    seeds bring none (their records name no figures), keeping the store small. Returns
+    the path."""
     import shutil
     spec = RunSpec(record["dataset"], record["regularizer"], record["prior"],
                    record["seed"], record.get("preset", "paper"))

@@ -23,9 +23,20 @@ from tf_dpvae.study import (COLUMNS, PAPER_COLUMNS, PAPER_MNIST, PRIORS, REGULAR
                             RUN_FILENAME)
 
 
+def _finite(values):
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _present(columns, records):
+    """The columns (tuples whose first item is a result key) some record has a number for."""
+    return tuple(c for c in columns
+                 if any(isinstance((r.get("metrics") or {}).get(c[0]), (int, float))
+                        for r in records))
+
+
 def mean_spread(values):
     """(mean, sample standard deviation or None for one value) of the finite values."""
-    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    values = _finite(values)
     if not values:
         return None, None
     mean = float(np.mean(values))
@@ -83,11 +94,8 @@ def scores_table(records, regularizers=REGULARIZERS):
     """The metrics' higher-is-better numbers (precision, recall, density, coverage of
     random and LP samples; disentanglement scores) that the records hold, in the
     layout of :func:`dataset_table`, the higher of each pair in bold; "" when none."""
-    present = [(key, title) for key, title in metric_registry.score_columns()
-               if any(isinstance((r.get("metrics") or {}).get(key), (int, float))
-                      for r in records)]
-    return dataset_table(records, regularizers, tuple(present), higher=True) \
-        if present else ""
+    present = _present(metric_registry.score_columns(), records)
+    return dataset_table(records, regularizers, present, higher=True) if present else ""
 
 
 def relative_change_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST):
@@ -131,8 +139,7 @@ def decide(standard, decoupled, higher=False, min_seeds=DECISION_MIN_SEEDS):
     otherwise; ``None`` (undecided) while either prior has fewer than ``min_seeds``
     finite values."""
     (m_std, sd_std), (m_dp, sd_dp) = mean_spread(standard), mean_spread(decoupled)
-    counts = [sum(v is not None and math.isfinite(float(v)) for v in values)
-              for values in (standard, decoupled)]
+    counts = [len(_finite(values)) for values in (standard, decoupled)]
     if min(counts) < max(min_seeds, 2):
         return None
     gain = (m_dp - m_std) * (1 if higher else -1)
@@ -156,9 +163,7 @@ def decision_table(records, regularizers=REGULARIZERS, paper=PAPER_MNIST,
     Returns (markdown, counts) with counts {verdict: n, "agree": n, "against": n,
     "undecided": n}; "agree"/"against" count decided Table-1 cells whose verdict
     matches / opposes the paper's direction ("within spread" counts as neither)."""
-    columns = [c for c in decision_columns()
-               if any(isinstance((r.get("metrics") or {}).get(c[0]), (int, float))
-                      for r in records)]
+    columns = _present(decision_columns(), records)
     lines = ["| Regularizer | n (std / dp) | " + " | ".join(t for _, t, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     counts = {"better": 0, "worse": 0, "within spread": 0, "undecided": 0,
